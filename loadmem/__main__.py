@@ -1,0 +1,3 @@
+from loadmem.cli.main import entry_point
+
+entry_point()

@@ -1,0 +1,1 @@
+"""Analysis: recordings in, typed findings and key figures out. Never reads /proc."""

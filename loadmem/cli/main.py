@@ -1,0 +1,78 @@
+"""``loadmem`` entry point: builds the parser from subcommand modules, maps errors to exit codes.
+
+Each subcommand lives in ``loadmem/cli/<name>.py`` and provides:
+
+- a module docstring: its first line is the one-line help, the rest the description;
+- ``add_arguments(parser)``: declares its options;
+- ``run(args) -> int``: validates, calls one library function, hands the result to a
+  reporter and returns the exit code.
+
+Only ``main`` prints errors: a ``LoadmemError`` becomes one line on stderr and its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from loadmem import __version__
+from loadmem.errors import EXIT_USAGE, LoadmemError
+
+#: Subcommands in the order ``--help`` lists them.
+COMMANDS = ("run", "record", "analyze", "plot", "report", "gate", "compare", "ls")
+
+EPILOG = """\
+typical session:
+  loadmem run scenarios/demo.py --target demo      # load a bundled demo server, record memory
+  loadmem analyze recordings/demo-<time>           # why did free memory drop?
+  loadmem report recordings/demo-<time>            # one HTML file with verdict and figure
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loadmem",
+        description="Load test an HTTP service with Locust while recording system and "
+        "per-process memory (RSS, PSS, USS, shared/private), then explain where it went.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"loadmem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"loadmem.cli.{name}")
+        doc = (module.__doc__ or name).strip()
+        summary, _, description = doc.partition("\n")
+        p = sub.add_parser(
+            name,
+            help=summary.strip(),
+            description=(summary.strip() + "\n" + description).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args._run(args) or 0)
+    except LoadmemError as e:
+        print(f"loadmem {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"loadmem {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())

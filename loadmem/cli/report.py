@@ -1,0 +1,15 @@
+"""(report: not implemented yet)"""
+
+from __future__ import annotations
+
+import argparse
+
+from loadmem.errors import LoadmemError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise LoadmemError("loadmem report is not implemented yet")

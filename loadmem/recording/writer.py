@@ -1,0 +1,179 @@
+"""Write a recording: buffered rows, flushed as Parquet segments, merged on a clean stop.
+
+Layout of a recording directory while it is being written::
+
+    meta.json                      # written first, updated at the end
+    system/rec-000001.parquet      # one segment per flush, per writer
+    processes/rec-000001.parquet
+    events/run-000001.parquet      # another writer (the run orchestrator) may add tables
+
+A segment is written to a hidden temporary name and renamed into place, so a recorder
+killed with SIGKILL leaves only whole segments (and perhaps one ``.tmp`` file that readers
+ignore): at most the rows of the last flush interval are lost. ``finalize`` merges each
+table's segments into ``<table>.parquet`` and removes the segment directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loadmem.errors import LoadmemError
+from loadmem.recording.schema import SCHEMA_VERSION
+
+COMPRESSION = "zstd"
+META_FILE = "meta.json"
+
+
+def _file_metadata(table: str) -> dict[bytes, bytes]:
+    from loadmem import __version__
+
+    return {
+        b"loadmem.schema_version": str(SCHEMA_VERSION).encode(),
+        b"loadmem.table": table.encode(),
+        b"loadmem.version": __version__.encode(),
+    }
+
+
+def _write_parquet(table: pa.Table, path: Path, name: str) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    table = table.replace_schema_metadata(_file_metadata(name))
+    pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=True)
+    os.replace(tmp, path)
+
+
+class TableWriter:
+    """Buffers rows of one table and writes them as segments.
+
+    ``append`` takes a mapping of column -> value (missing columns are null). ``flush``
+    writes the buffered rows as a new segment; ``maybe_flush`` does so when ``flush_s``
+    seconds passed since the last one. Not thread safe: one writer per thread.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        name: str,
+        schema: pa.Schema,
+        writer_id: str = "rec",
+        flush_s: float = 5.0,
+    ):
+        self.root = Path(root)
+        self.name = name
+        self.schema = schema
+        self.writer_id = writer_id
+        self.flush_s = flush_s
+        self._rows: list[Mapping[str, Any]] = []
+        self._seq = 0
+        self._last_flush = time.monotonic()
+        self.rows_written = 0
+        self.bytes_written = 0
+        self._dir = self.root / name
+        self._dir.mkdir(parents=True, exist_ok=True)
+        existing = sorted(self._dir.glob(f"{writer_id}-*.parquet"))
+        if existing:  # continue numbering after a restart of the same writer
+            self._seq = int(existing[-1].stem.rsplit("-", 1)[1])
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        self._rows.append(row)
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self._rows.extend(rows)
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def maybe_flush(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now - self._last_flush >= self.flush_s:
+            self.flush(now)
+            return True
+        return False
+
+    def flush(self, now: float | None = None) -> None:
+        self._last_flush = time.monotonic() if now is None else now
+        if not self._rows:
+            return
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        self._seq += 1
+        path = self._dir / f"{self.writer_id}-{self._seq:06d}.parquet"
+        _write_parquet(table, path, self.name)
+        self.rows_written += len(self._rows)
+        self.bytes_written += path.stat().st_size
+        self._rows = []
+
+    def close(self) -> None:
+        self.flush()
+
+
+def write_meta(root: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
+    """Write ``meta.json`` atomically (temporary file, then rename)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(dict(meta), indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, root / META_FILE)
+
+
+def update_meta(root: str | os.PathLike[str], **changes: Any) -> dict[str, Any]:
+    path = Path(root) / META_FILE
+    meta = json.loads(path.read_text()) if path.exists() else {}
+    meta.update(changes)
+    write_meta(root, meta)
+    return meta
+
+
+def prepare_output(root: str | os.PathLike[str], force: bool = False) -> Path:
+    """Create the recording directory; refuse to mix with an existing recording."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise LoadmemError(f"output {root} exists and is not a directory", "choose another --out")
+    if (root / META_FILE).exists() and not force:
+        raise LoadmemError(
+            f"{root} already holds a recording", "choose another --out or remove it first"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise LoadmemError(
+            f"cannot write to output directory {root}: {e.strerror or e}",
+            "choose a writable --out",
+        ) from None
+    return root
+
+
+def finalize(root: str | os.PathLike[str]) -> list[str]:
+    """Merge every table's segments into ``<table>.parquet``; return the tables merged.
+
+    Safe to run again after an interruption: the merged file is renamed into place before
+    the segments are removed, and readers prefer the merged file when both exist.
+    """
+    root = Path(root)
+    merged: list[str] = []
+    for seg_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        segments = sorted(seg_dir.glob("*.parquet"))
+        target = root / f"{seg_dir.name}.parquet"
+        if segments:
+            tables = [pq.read_table(s) for s in segments]
+            if target.exists():
+                tables.insert(0, pq.read_table(target))
+            table = pa.concat_tables(tables, promote_options="permissive")
+            if "t" in table.column_names:
+                table = table.sort_by("t")
+            table = table.combine_chunks()
+            _write_parquet(table, target, seg_dir.name)
+            merged.append(seg_dir.name)
+        shutil.rmtree(seg_dir, ignore_errors=True)
+    return merged

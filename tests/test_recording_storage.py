@@ -1,0 +1,97 @@
+"""The writer/reader pair: segments, merge, killed writers, foreign readers."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from loadmem.errors import LoadmemError
+from loadmem.recording import open_recording
+from loadmem.recording.schema import EVENTS, system_schema
+from loadmem.recording.writer import TableWriter, finalize, write_meta
+
+
+def _rows(n, t0=0.0):
+    import datetime as dt
+
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return [
+        {"ts": base + dt.timedelta(seconds=t0 + i), "t": t0 + i, "tick": int(t0 + i),
+         "MemTotal": 1 << 30, "MemAvailable": (1 << 29) - i * 4096, "Active_anon": i}
+        for i in range(n)
+    ]
+
+
+def test_segments_then_merge(tmp_path):
+    write_meta(tmp_path, {"schema_version": 1, "status": "recording"})
+    w = TableWriter(tmp_path, "system", system_schema(["MemTotal", "MemAvailable", "Active(anon)"]))
+    w.extend(_rows(3))
+    w.flush()
+    w.extend(_rows(2, t0=3))
+    w.flush()
+    assert len(list((tmp_path / "system").glob("*.parquet"))) == 2
+    rec = open_recording(tmp_path)
+    assert rec.table("system").num_rows == 5
+    assert any("not finished cleanly" in n for n in rec.notes)
+    # foreign readers open the segment directory as it is
+    assert ds.dataset(tmp_path / "system").to_table().num_rows == 5
+    assert finalize(tmp_path) == ["system"]
+    assert not (tmp_path / "system").exists()
+    table = pq.read_table(tmp_path / "system.parquet")
+    assert table.column("t").to_pylist() == [0, 1, 2, 3, 4]
+    assert table.schema.metadata[b"loadmem.schema_version"] == b"1"
+    assert open_recording(tmp_path).table("system").num_rows == 5
+
+
+def test_missing_table_is_empty_with_schema(tmp_path):
+    write_meta(tmp_path, {"schema_version": 1, "status": "complete"})
+    w = TableWriter(tmp_path, "events", EVENTS)
+    w.close()  # nothing appended: no segment
+    w2 = TableWriter(tmp_path, "system", system_schema(["MemTotal"]))
+    w2.append(_rows(1)[0])
+    w2.close()
+    rec = open_recording(tmp_path)
+    assert rec.table("events").num_rows == 0
+    assert "kind" in rec.table("events").column_names
+    assert rec.phases() == []
+
+
+def test_errors(tmp_path):
+    with pytest.raises(LoadmemError, match="no recording"):
+        open_recording(tmp_path / "nope")
+    with pytest.raises(LoadmemError, match="no recorded data"):
+        open_recording(tmp_path)
+    write_meta(tmp_path, {"schema_version": 99})
+    w = TableWriter(tmp_path, "system", system_schema(["MemTotal"]))
+    w.append(_rows(1)[0])
+    w.close()
+    with pytest.raises(LoadmemError, match="newer"):
+        open_recording(tmp_path)
+
+
+def test_sigkill_loses_at_most_the_unflushed_rows(tmp_path):
+    """A writer killed with SIGKILL mid-run: every flushed segment reads back."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from tests.test_recording_storage import _rows
+        from loadmem.recording.schema import system_schema
+        from loadmem.recording.writer import TableWriter, write_meta
+        write_meta({str(tmp_path)!r}, {{"schema_version": 1, "status": "recording"}})
+        w = TableWriter({str(tmp_path)!r}, "system", system_schema(["MemTotal", "MemAvailable"]))
+        for seg in range(4):
+            w.extend(_rows(10, t0=seg * 10))
+            w.flush()
+        w.extend(_rows(7, t0=40))  # never flushed
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], check=False)
+    assert proc.returncode == -9
+    rec = open_recording(tmp_path)
+    assert rec.table("system").num_rows == 40
+    assert json.loads((tmp_path / "meta.json").read_text())["status"] == "recording"
