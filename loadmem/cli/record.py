@@ -1,15 +1,121 @@
-"""(record: not implemented yet)"""
+"""Record system and per-process memory (RSS, PSS, shared/private) into a Parquet recording.
+
+Samples /proc/meminfo, the memory cgroup and the selected processes (plus all their
+descendants, re-found every tick so respawned workers are picked up) until --duration ends
+or you press Ctrl-C (or send SIGTERM). Cheap per-process counters (RSS split, swap, faults,
+CPU) are read every tick; /proc/PID/smaps_rollup (PSS, shared/private dirty...) walks page
+tables and is read within a CPU budget (--pss-budget), most urgent processes first: never
+read, older than --pss-max-age, or faulting. Each PSS figure carries the time it was read.
+
+Select processes with --pid, --match and --port (each may repeat). With no selector the
+recording holds system-wide figures only.
+
+examples:
+  loadmem record --port 8000 --duration 10m          # the server on :8000 and its workers
+  loadmem record --match 'gunicorn: master' --interval 0.5s
+  loadmem record --pid 4242 --pss-budget 5% --out recordings/before-fix
+  loadmem record --match unicorn --label release-2.3  # Ctrl-C to stop
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
 
-from loadmem.errors import LoadmemError
+from loadmem.recorder.recorder import Recorder, RecordOptions
+from loadmem.recorder.selection import Selection
+from loadmem.units import duration_arg, percent_arg
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be 1 to 65535")
+    return port
+
+
+def _pid(text: str) -> int:
+    try:
+        pid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid pid {text!r}") from None
+    if pid <= 0:
+        raise argparse.ArgumentTypeError(f"invalid pid {text!r}: must be positive")
+    return pid
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    sel = parser.add_argument_group("what to watch (each may repeat; descendants included)")
+    sel.add_argument("--pid", type=_pid, action="append", default=[], metavar="PID",
+                     help="a process to watch, with all its descendants")
+    sel.add_argument("--match", action="append", default=[], metavar="REGEX",
+                     help="watch processes whose name or command line matches REGEX "
+                          "(Python syntax, searched anywhere), with their descendants")
+    sel.add_argument("--port", type=_port, action="append", default=[], metavar="PORT",
+                     help="watch the process listening on TCP PORT on this machine (the "
+                          "master, not its workers, is the root) and its descendants")
+    s = parser.add_argument_group("sampling")
+    s.add_argument("--duration", type=duration_arg, metavar="D",
+                   help="stop after D (90, 30s, 10m, 2h); default: until Ctrl-C or SIGTERM")
+    s.add_argument("--interval", type=duration_arg, default=1.0, metavar="D",
+                   help="time between samples (default 1s)")
+    s.add_argument("--pss-budget", type=percent_arg, default=0.02, metavar="PCT",
+                   help="the recorder's total CPU budget, in %% of one core, which limits how "
+                        "often smaps_rollup (PSS) is read (default 2%%)")
+    s.add_argument("--pss-max-age", type=duration_arg, default=15.0, metavar="D",
+                   help="re-read a process's PSS at least this often, budget permitting "
+                        "(default 15s); processes that fault are re-read sooner")
+    o = parser.add_argument_group("output")
+    o.add_argument("--out", type=Path, metavar="DIR",
+                   help="recording directory (default recordings/record-<UTC time>)")
+    o.add_argument("--flush", type=duration_arg, default=5.0, metavar="D",
+                   help="write a Parquet segment this often (default 5s): a killed recorder "
+                        "loses at most this much")
+    o.add_argument("--label", metavar="TEXT", help="a name stored with the recording "
+                   "(shown by analyze, compare, ls)")
+    o.add_argument("--no-redact", action="store_true",
+                   help="store command lines as they are (default: secrets such as "
+                        "--password=..., tokens and URL credentials are redacted)")
+    o.add_argument("--force", action="store_true",
+                   help="write into --out even if it already holds a recording")
+    # for `loadmem run`, which drives the recorder as a child process
+    parser.add_argument("--control-stdin", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--status-stdout", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise LoadmemError("loadmem record is not implemented yet")
+    out = args.out or Path("recordings") / time.strftime("record-%Y%m%dT%H%M%SZ", time.gmtime())
+    options = RecordOptions(
+        out=out,
+        selection=Selection(pids=args.pid, patterns=args.match, ports=args.port),
+        interval=args.interval,
+        duration=args.duration,
+        flush=args.flush,
+        pss_budget=args.pss_budget,
+        pss_max_age=args.pss_max_age,
+        label=args.label,
+        redact=not args.no_redact,
+        force=args.force,
+        finalize=not args.no_finalize,
+        control_stdin=args.control_stdin,
+        status_stdout=args.status_stdout,
+        progress=sys.stderr.isatty() and not args.status_stdout,
+        argv=["loadmem", *sys.argv[1:]],
+    )
+    result = Recorder(options).run()
+    msg = sys.stderr if args.status_stdout else sys.stdout
+    failures = ", ".join(f"{k} x{v}" for k, v in sorted(result.failures.items()))
+    print(
+        f"recorded {result.ticks} samples of {result.processes} processes "
+        f"({result.stop_reason}) into {result.path}"
+        + (f"; failed reads: {failures}" if failures else ""),
+        file=msg,
+    )
+    print(f"next: loadmem analyze {result.path}", file=msg)
+    return 0

@@ -1,15 +1,43 @@
-"""(report: not implemented yet)"""
+"""Write one self-contained HTML report: verdict, findings, figure, phase and process tables.
+
+The file holds everything (figure inlined as PNG, CSS inline, no script, no external URL),
+so it can be attached to a CI job, mailed or opened offline: the verdict and findings
+first, then the figure (see `loadmem plot`), the phases (duration, requests, failures,
+latency), each watched process (RSS, PSS, USS, private/shared at baseline, end of load, end
+of observe), and the recording's metadata with what observing cost.
+
+examples:
+  loadmem report recordings/demo-20261125T2200Z               # -> .../report.html
+  loadmem report recordings/nightly -o artifacts/memory.html
+  loadmem report recordings/nightly --window 1h:2h
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from loadmem.errors import LoadmemError
+from loadmem.cli.plot import WINDOW_HELP, analysed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("recording", metavar="RECORDING", help="recording directory")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        type=Path,
+        help="HTML file to write (default: RECORDING/report.html)",
+    )
+    parser.add_argument("--window", metavar="START:END|PHASE", help=WINDOW_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise LoadmemError("loadmem report is not implemented yet")
+    from loadmem.presentation.html import write_report
+
+    rec, analysis = analysed(args.recording, args.window)
+    out = args.output or rec.path / "report.html"
+    write_report(rec, analysis, out, window=analysis.window if args.window else None)
+    print(f"wrote {out}  [{analysis.severity.upper()}] {analysis.headline}")
+    print(f"next: open {out} in a browser, or keep it as a CI artifact")
+    return 0

@@ -1,0 +1,475 @@
+"""``analyze(recording, window=None) -> Analysis``: the verdict and the numbers behind it.
+
+A pipeline of small steps: open the recording, pick the window (``window.py``), build the
+series (``series.py``), measure how each moved (``trend.py``), run one detector per mechanism
+(``detectors.py``), then state the headline and fill the named key figures the reporters,
+gates and ``loadmem compare`` read (``docs/analysis.md`` lists them; keep them stable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from loadmem.analysis import detectors as det
+from loadmem.analysis import traffic
+from loadmem.analysis.model import Analysis, Finding, Severity, Window
+from loadmem.analysis.series import (
+    ProcessData,
+    SystemSeries,
+    index_range,
+    read_processes,
+    read_system,
+    tick_at,
+)
+from loadmem.analysis.trend import Change, change, noise_sigma
+from loadmem.analysis.window import Windows, resolve
+from loadmem.errors import LoadmemError
+from loadmem.recording.reader import Recording, open_recording
+from loadmem.units import format_bytes, format_duration
+
+#: System series measured over the window (names understood by ``SystemSeries.get``).
+SYSTEM_SERIES = (
+    "used",
+    "MemAvailable",
+    "MemFree",
+    "file_cache",
+    "Cached",
+    "Buffers",
+    "Shmem",
+    "SUnreclaim",
+    "SReclaimable",
+    "AnonPages",
+    "PageTables",
+    "KernelStack",
+    "swap_used",
+    "AnonHugePages",
+    "Committed_AS",
+)
+#: Noise floor: at least this many baseline samples, else the window's own samples.
+MIN_BASELINE_SAMPLES = 5
+
+
+def _changes(
+    t: np.ndarray, series: dict[str, np.ndarray], win: slice, base: slice | None
+) -> dict[str, Change]:
+    out = {}
+    for name, y in series.items():
+        yw = y[win]
+        if not np.isfinite(yw).any():
+            continue
+        noise = None
+        if base is not None:
+            yb = y[base]
+            if np.isfinite(yb).sum() >= MIN_BASELINE_SAMPLES:
+                noise = noise_sigma(yb)
+        out[name] = change(t[win], yw, noise)
+    return out
+
+
+def _at(arr: np.ndarray | None, i: int | None) -> float | None:
+    if arr is None or i is None or i < 0 or i >= len(arr):
+        return None
+    v = float(arr[i])
+    return v if np.isfinite(v) else None
+
+
+def _ratio(p: ProcessData, i: int | None) -> float | None:
+    pss, rss = _at(p.sums.get("pss"), i), _at(p.sums.get("smaps_rss"), i)
+    if pss is None or not rss:
+        return None
+    return pss / rss
+
+
+def _groups(p: ProcessData) -> dict[int, str]:
+    """identity key -> master | worker | process (depth 0 with descendants = master)."""
+    f = p.first
+    if f.num_rows == 0:
+        return {}
+    keys = f.column("key").to_pylist()
+    pids = f.column("pid").to_pylist()
+    ppids = f.column("ppid").to_pylist()
+    depth = f.column("depth").to_pylist()
+    roles = f.column("role").to_pylist()
+    watched_pids = {pid for pid, r in zip(pids, roles, strict=True) if r != "loadgen"}
+    parents = {pp for pp, r in zip(ppids, roles, strict=True) if r != "loadgen"}
+    out = {}
+    for k, pid, pp, d, r in zip(keys, pids, ppids, depth, roles, strict=True):
+        if r == "loadgen":
+            out[k] = "process"
+        elif (d == 0 or d is None) and pid in parents:
+            out[k] = "master"
+        elif (d is not None and d >= 1) or (d is None and pp in watched_pids):
+            out[k] = "worker"
+        else:
+            out[k] = "process"
+    return out
+
+
+def _proc_changes(p: ProcessData, groups: dict[int, str]) -> list[det.ProcChange]:
+    if p.win_first.num_rows == 0:
+        return []
+    first = {r["key"]: r for r in p.win_first.to_pylist()}
+    out = []
+    for r in p.win_last.to_pylist():
+        a = first.get(r["key"])
+        if a is None:
+            continue
+        out.append(
+            det.ProcChange(
+                pid=r["pid"], name=r["name"] or "?", group=groups.get(r["key"], "process"),
+                role=r["role"] or "target", rss_start=a["rss"], rss_end=r["rss"],
+                pss_start=a["pss"], pss_end=r["pss"], smaps_rss_start=a["smaps_rss"],
+                smaps_rss_end=r["smaps_rss"], t_start=a["t"], t_end=r["t"],
+            )
+        )
+    return out
+
+
+def _recorder_figures(rec: Recording) -> dict[str, float | None]:
+    tb = rec.table("recorder", ["t", "cpu_user", "cpu_system", "rss", "smaps_max_us"])
+    out: dict[str, float | None] = {"cpu_fraction": None, "rss_bytes": None,
+                                    "smaps_max_stall_ms": None}
+    if tb.num_rows == 0:
+        return out
+    t = tb.column("t").to_numpy()
+    cpu = (pc.fill_null(tb.column("cpu_user"), np.nan).to_numpy(zero_copy_only=False)
+           + pc.fill_null(tb.column("cpu_system"), np.nan).to_numpy(zero_copy_only=False))
+    ok = np.isfinite(cpu)
+    if ok.sum() >= 2 and t[ok][-1] > t[ok][0]:
+        out["cpu_fraction"] = float((cpu[ok][-1] - cpu[ok][0]) / (t[ok][-1] - t[ok][0]))
+    rss = pc.max(tb.column("rss")).as_py()
+    out["rss_bytes"] = float(rss) if rss is not None else None
+    stall = pc.max(tb.column("smaps_max_us")).as_py()
+    out["smaps_max_stall_ms"] = float(stall) / 1000.0 if stall is not None else None
+    return out
+
+
+def _drain_finding(ctx: det.Context, unexplained: float | None) -> Finding:
+    """The headline: used and free memory against the watched processes' RSS."""
+    used, rss = ctx.system.get("used"), ctx.group.get("rss")
+    d_used = used.delta if used else None
+    where = {
+        "observe": "after load" if ctx.sharing.get("after_load") is not None
+        else "in the observe phase",
+        "whole": "over the whole recording",
+        "custom": "in the chosen window",
+    }.get(ctx.window.name, f"in the {ctx.window.name} phase")
+    dur = format_duration(ctx.window.duration)
+    if rss is not None and rss.delta is not None and rss.start:
+        rel = rss.delta / rss.start
+        how = ("stayed flat" if abs(rel) < 0.01 else "barely moved" if abs(rel) < 0.05
+               else "grew" if rel > 0 else "fell")
+        n = ctx.watched_count
+        rss_txt = (
+            f"the RSS of the {n} watched process{'es' if n != 1 else ''} {how} "
+            f"({100 * rel:+.1f}%, {format_bytes(rss.delta, signed=True)})"
+        )
+    else:
+        rss_txt = "no watched process was recorded"
+    sev: Severity = "ok"
+    if d_used is None:
+        statement = "Used memory could not be measured (no MemTotal/MemAvailable samples)."
+    elif used is not None and used.significant(det.DRAIN_MIN, det.NOISE_K):
+        verb = "rose" if d_used > 0 else "fell"
+        statement = (
+            f"Used memory {verb} {format_bytes(abs(d_used))} in {dur} {where} "
+            f"(free memory {format_bytes(ctx.d('MemFree'), signed=True)}) while {rss_txt}."
+        )
+        if d_used > 0:
+            sev = "info"
+            big = max(512 * det.MiB, 0.10 * (ctx.mem_total or 0))
+            if unexplained is not None and unexplained >= big:
+                sev = "warning"
+    else:
+        statement = (
+            f"Used memory stayed flat in {dur} {where} "
+            f"({format_bytes(d_used, signed=True)}, within noise) while {rss_txt}."
+        )
+    ev: dict[str, Any] = {
+        "used.delta_bytes": d_used,
+        "used.rate_bytes_per_s": used.rate if used else None,
+        "used.noise_bytes": used.noise if used else None,
+        "unexplained.delta_bytes": unexplained,
+    }
+    ev.update(det._evidence(ctx, "MemAvailable", "MemFree"))
+    ev.update(det._evidence(ctx, "rss", "pss", source="group"))
+    return Finding("memory-drain", sev, statement, None, ctx.window.t_start, ctx.window.t_end,
+                   ev, ["system.MemTotal", "system.MemAvailable", "system.MemFree",
+                        "processes.rss"])
+
+
+def _headline(drain: Finding, findings: list[Finding]) -> str:
+    causes = [
+        f for f in findings
+        if f.id not in ("memory-drain", "recorder-footprint") and f.severity != "ok"
+    ]
+    causes.sort(key=lambda f: (-det_rank(f.severity), -(abs(f.explained_bytes or 0))))
+    if not causes:
+        return drain.statement + " No memory mechanism stood out above the noise."
+    named = ", ".join(
+        f"{f.id} ({f.severity}"
+        + (f", {format_bytes(f.explained_bytes, signed=True)}" if f.explained_bytes else "")
+        + ")"
+        for f in causes[:3]
+    )
+    return f"{drain.statement} Findings: {named}."
+
+
+def det_rank(s: str) -> int:
+    return ("ok", "info", "warning", "critical").index(s)
+
+
+def _phase_rows(
+    wins: Windows, system: SystemSeries, p: ProcessData, tr: traffic.Traffic
+) -> list[dict[str, Any]]:
+    used = system.get("used")
+    rows = []
+    for w in wins.phases:
+        sl = index_range(system, w.t_start, w.t_end)
+        i0, i1 = sl.start, max(sl.stop - 1, sl.start)
+        s = traffic.summarize(tr, w.t_start, w.t_end)
+        rows.append({
+            "name": w.name,
+            "start_s": w.t_start,
+            "end_s": w.t_end,
+            "duration_s": w.duration,
+            "requests": s["requests"],
+            "failures": s["failures"],
+            "rps": s["rps"],
+            "p95_ms": s["p95_ms"],
+            "used_start_bytes": _at(used, i0),
+            "used_end_bytes": _at(used, i1),
+            "rss_start_bytes": _at(p.sums.get("rss"), i0),
+            "rss_end_bytes": _at(p.sums.get("rss"), i1),
+            "pss_start_bytes": _at(p.sums.get("pss"), i0),
+            "pss_end_bytes": _at(p.sums.get("pss"), i1),
+        })
+    return rows
+
+
+_SNAP_VALUES = ("rss", "pss", "uss", "private_dirty", "shared")
+
+
+def _process_rows(
+    p: ProcessData, groups: dict[int, str], checkpoints: dict[str, int | None]
+) -> list[dict[str, Any]]:
+    snaps: dict[tuple[int, int], dict[str, Any]] = {}
+    for r in p.snapshots.to_pylist():
+        snaps[(r["key"], r["tick"])] = r
+    last_in_window = {r["key"]: r for r in p.win_last.to_pylist()}
+    rows = []
+    for r in p.first.to_pylist():
+        k = r["key"]
+        row: dict[str, Any] = {
+            "pid": r["pid"], "start_time": r["start_time"], "name": r["name"],
+            "group": groups.get(k, "process"), "role": r["role"] or "target",
+            "depth": r["depth"], "ppid": r["ppid"], "first_s": r["t"],
+        }
+        for label, tick in checkpoints.items():
+            s = snaps.get((k, tick)) if tick is not None else None
+            if s is None and label == "end":
+                s = last_in_window.get(k)
+            for v in _SNAP_VALUES:
+                if s is None:
+                    val = None
+                elif v == "uss":
+                    pc_, pd_ = s.get("private_clean"), s.get("private_dirty")
+                    val = None if pc_ is None and pd_ is None else (pc_ or 0) + (pd_ or 0)
+                elif v == "shared":
+                    sc, sd = s.get("shared_clean"), s.get("shared_dirty")
+                    val = None if sc is None and sd is None else (sc or 0) + (sd or 0)
+                else:
+                    val = s.get(v)
+                row[f"{v}_{label}_bytes"] = val
+        rows.append(row)
+    last = {r["key"]: r["t"] for r in p.last.to_pylist()}
+    for row, r in zip(rows, p.first.to_pylist(), strict=True):
+        row["last_s"] = last.get(r["key"])
+    return rows
+
+
+def _workers_at(p: ProcessData, groups: dict[int, str], tick: int) -> list[dict[str, Any]]:
+    """Worker rows present at ``tick`` with a PSS figure."""
+    return [
+        r for r in p.snapshots.to_pylist()
+        if r["tick"] == tick and groups.get(r["key"]) == "worker" and r["role"] != "loadgen"
+        and r["pss"] is not None
+    ]
+
+
+def analyze(recording: Recording | str | Path, window: str | None = None) -> Analysis:
+    """Explain what happened to memory in ``window`` (default: the observe phase, else the
+    whole recording). Raises ``LoadmemError`` for a recording with nothing usable."""
+    rec = recording if isinstance(recording, Recording) else open_recording(recording)
+    system = read_system(rec)
+    if len(system.t) < 2:
+        raise LoadmemError(
+            f"{rec.path} has {len(system.t)} system sample(s): nothing to analyse",
+            "record for longer (at least a few intervals)",
+        )
+    t_first, t_last = float(system.t[0]), float(system.t[-1])
+    wins = resolve(rec.phases(), t_first, t_last, window)
+    main = wins.main
+    win = index_range(system, main.t_start, main.t_end)
+    if win.stop - win.start < 2:
+        raise LoadmemError(
+            f"the {main.name} window ({format_duration(main.t_start)} to "
+            f"{format_duration(main.t_end)}) holds fewer than 2 samples",
+            "choose a longer --window",
+        )
+    i_start, i_end = win.start, win.stop - 1
+    base = index_range(system, wins.baseline.t_start, wins.baseline.t_end) if wins.baseline \
+        else None
+    i_base = (base.stop - 1 if base is not None and base.stop > base.start else i_start)
+    i_load = None
+    if wins.load is not None:
+        i_load = int(np.searchsorted(system.t, wins.load.t_end, side="right")) - 1
+    checkpoints = {
+        "baseline": int(system.tick[i_base]),
+        "load_end": int(system.tick[i_load]) if i_load is not None else None,
+        "end": int(system.tick[i_end]),
+    }
+    cp_ticks = [v for v in checkpoints.values() if v is not None]
+    cp_ticks.append(int(system.tick[i_start]))
+    for w in wins.phases:
+        cp_ticks += [tick_at(system, w.t_start), tick_at(system, w.t_end)]
+    procs = read_processes(
+        rec, system.tick, (int(system.tick[i_start]), int(system.tick[i_end])), cp_ticks
+    )
+    notes = [*rec.notes, *wins.notes, *procs.notes]
+    sys_series = {n: system.get(n) for n in SYSTEM_SERIES}
+    sys_ch = _changes(system.t, sys_series, win, base)
+    grp_ch = _changes(system.t, procs.sums, win, base)
+    lg_series = {k: np.where(procs.loadgen_count > 0, v, np.nan) for k, v in procs.loadgen.items()}
+    lg_ch = _changes(system.t, lg_series, win, base)
+    if base is None:
+        notes.append("no baseline phase: the noise floor was estimated from the window itself")
+    mem_total = _at(system.get("MemTotal"), i_end)
+    groups = _groups(procs)
+    watched_now = procs.count[i_end] if len(procs.count) else 0
+    pss_now = procs.pss_count[i_end] if len(procs.pss_count) else 0
+    if watched_now and pss_now < watched_now:
+        notes.append(
+            f"{int(watched_now - pss_now)} of {int(watched_now)} watched processes had no "
+            "smaps_rollup figures at the end (never read or not readable): PSS sums leave "
+            "them out"
+        )
+    if procs.rows == 0:
+        notes.append("no per-process samples: only system-wide figures were analysed")
+    remaining = None
+    pss_end, srss_end = _at(procs.sums.get("pss"), i_end), _at(procs.sums.get("smaps_rss"), i_end)
+    if pss_end is not None and srss_end is not None:
+        remaining = max(srss_end - pss_end, 0.0)
+    sharing = {
+        "baseline": _ratio(procs, i_base),
+        "after_load": _ratio(procs, i_load if i_load is not None else None),
+        "end": _ratio(procs, i_end),
+    }
+    rec_fig = _recorder_figures(rec)
+    ctx = det.Context(
+        window=main, system=sys_ch, group=grp_ch, loadgen=lg_ch,
+        watched_count=int(watched_now), mem_total=mem_total,
+        available_end=_at(system.get("MemAvailable"), i_end),
+        procs=_proc_changes(procs, groups), sharing=sharing, remaining=remaining,
+        recorder=rec_fig, has_baseline=base is not None,
+    )
+    findings = [f for f in (d(ctx) for d in det.DETECTORS) if f is not None]
+
+    # the remainder of the used-memory change that no meminfo/PSS component accounts for
+    def dd(n: str, src: str = "system") -> float:
+        return ctx.d(n, src) or 0.0
+
+    d_used = ctx.d("used")
+    other = det.other_anon(ctx)
+    d_pss = ctx.d("pss", "group")
+    shmem_unmapped = dd("Shmem") - max(dd("pss_shmem", "group"), 0.0)
+    unexplained = None
+    if d_used is not None:
+        unexplained = d_used - (
+            (d_pss or 0.0) + (other or 0.0) + shmem_unmapped + dd("SUnreclaim")
+            + dd("PageTables") + dd("KernelStack")
+        )
+    drain = _drain_finding(ctx, unexplained)
+    findings.insert(0, drain)
+
+    tr = traffic.read_traffic(rec)
+    if wins.load is not None:
+        load_stats = traffic.summarize(tr, wins.load.t_start, wins.load.t_end)
+        load_stats.update(traffic.load_stats_totals(rec))
+    elif not tr.empty:
+        load_stats = traffic.summarize(tr, -np.inf, np.inf)
+        load_stats["rps"] = (load_stats["requests"] / (t_last - t_first)
+                             if t_last > t_first else None)
+    else:
+        load_stats = None
+
+    cow = ctx.group.get("pss")
+    cow_rate = None
+    if cow is not None and cow.rate is not None:
+        rss_rate = ctx.group["smaps_rss"].rate if "smaps_rss" in ctx.group else None
+        cow_rate = cow.rate - max(rss_rate or 0.0, 0.0)
+    unshared = det.cow_unshared(ctx)
+    workers_end = _workers_at(procs, groups, checkpoints["end"])
+    w_pss = sum(r["pss"] for r in workers_end) if workers_end else None
+    rss_ch = ctx.group.get("rss")
+    figures: dict[str, float | None] = {
+        "window.duration_s": main.duration,
+        "observe.used_delta_bytes": d_used,
+        "observe.used_rate_bytes_per_s": sys_ch["used"].rate if "used" in sys_ch else None,
+        "observe.available_delta_bytes": ctx.d("MemAvailable"),
+        "observe.free_delta_bytes": ctx.d("MemFree"),
+        "watched.rss_delta_bytes": ctx.d("rss", "group"),
+        "watched.pss_delta_bytes": d_pss,
+        "watched.uss_delta_bytes": ctx.d("uss", "group"),
+        "watched.rss_end_bytes": _at(procs.sums.get("rss"), i_end),
+        "watched.pss_end_bytes": pss_end,
+        "watched.count": float(watched_now),
+        "workers.count": float(len(workers_end)),
+        "workers.pss_end_bytes": w_pss,
+        "workers.pss_per_worker_end_bytes": w_pss / len(workers_end) if workers_end else None,
+        "sharing_ratio.baseline": sharing["baseline"],
+        "sharing_ratio.after_load": sharing["after_load"],
+        "sharing_ratio.end": sharing["end"],
+        "cow.unshared_bytes": max(unshared, 0.0) if unshared is not None else None,
+        "cow.remaining_bytes": remaining,
+        "cow.rate_bytes_per_s": cow_rate,
+        "cow.time_to_exhaust_s": (remaining / cow_rate
+                                  if remaining is not None and cow_rate and cow_rate > 0
+                                  else None),
+        "rss.growth_rate_bytes_per_s": rss_ch.rate if rss_ch is not None else None,
+        "page_cache.delta_bytes": ctx.d("file_cache"),
+        "shmem.delta_bytes": ctx.d("Shmem"),
+        "slab.delta_bytes": (None if ctx.d("SUnreclaim") is None
+                             else dd("SUnreclaim") + dd("SReclaimable")),
+        "other_processes.delta_bytes": other,
+        "unexplained.delta_bytes": unexplained,
+        "requests.total": float(load_stats["requests"]) if load_stats else None,
+        "requests.failures": float(load_stats["failures"]) if load_stats else None,
+        "requests.failure_ratio": (load_stats["failures"] / load_stats["requests"]
+                                   if load_stats and load_stats["requests"] else None),
+        "requests.rps": load_stats["rps"] if load_stats else None,
+        "latency.p50_ms": load_stats["p50_ms"] if load_stats else None,
+        "latency.p95_ms": load_stats["p95_ms"] if load_stats else None,
+        "latency.p99_ms": load_stats["p99_ms"] if load_stats else None,
+        "recorder.cpu_fraction": rec_fig["cpu_fraction"],
+        "recorder.rss_bytes": rec_fig["rss_bytes"],
+        "recorder.smaps_max_stall_ms": rec_fig["smaps_max_stall_ms"],
+    }
+    figures = {k: (None if v is None or not np.isfinite(v) else float(v))
+               for k, v in figures.items()}
+    return Analysis(
+        recording=str(rec.path),
+        label=rec.label,
+        window=Window(main.name, main.t_start, main.t_end),
+        headline=_headline(drain, findings),
+        findings=findings,
+        figures=figures,
+        phases=_phase_rows(wins, system, procs, tr),
+        processes=_process_rows(procs, groups, checkpoints),
+        meta=dict(rec.meta),
+        notes=notes,
+    )

@@ -1,0 +1,33 @@
+"""Find the scenarios shipped inside the package, for an installed loadmem outside a clone.
+
+The originals live in the repository's ``scenarios/`` directory, the one users read and
+edit; ``loadmem/scenarios/`` holds byte-identical copies so that ``pip install loadmem``
+ships them (package data, not a package: importing a locustfile would import Locust and
+its gevent monkey-patching into loadmem's own process). ``tests/test_demo_scenarios.py``
+fails if the copies drift; refresh them with ``cp scenarios/*.py loadmem/scenarios/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadmem.errors import LoadmemError
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def bundled_scenarios() -> dict[str, Path]:
+    """Name (``demo``, ``browse``, ``step_load``) -> path of each shipped scenario."""
+    return {p.stem: p for p in sorted(BUNDLED_DIR.glob("*.py")) if not p.name.startswith("_")}
+
+
+def bundled_scenario(name: str) -> Path:
+    """Path of a shipped scenario by name, with or without ``.py`` (``demo``, ``demo.py``)."""
+    stem = name.removesuffix(".py")
+    found = bundled_scenarios()
+    if stem not in found:
+        raise LoadmemError(
+            f"no bundled scenario named {name!r}",
+            f"bundled scenarios: {', '.join(found) or 'none (broken install?)'}",
+        )
+    return found[stem]

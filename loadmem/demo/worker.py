@@ -1,0 +1,252 @@
+"""One forked worker: serve HTTP on the inherited socket, collect garbage when idle.
+
+The loop is a ``selectors`` event loop so one worker holds many keep-alive connections
+(Locust's users each keep one open); a blocking accept-serve-close worker would stall
+every connection but one.
+
+Housekeeping is what makes the demo drain memory: after ``idle_gc_after`` seconds without
+traffic (plus ``index * idle_gc_stagger``, so the workers do it one after another and the
+drain shows as a slope), the worker runs a full ``gc.collect()``. In the ``default``
+variant that writes the GC header of every table object inherited from the master and the
+kernel copies each page for this worker: RSS stays flat, PSS and system used memory grow.
+In the ``frozen`` variant the table sits in the permanent generation and is not examined.
+
+The timer is armed only by traffic: a worker that has served nothing has nothing to tidy
+(and a recording's baseline phase stays quiet). ``/health`` is not traffic, so probes
+neither arm nor postpone housekeeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from loadmem.demo.app import App, counts_as_traffic
+from loadmem.demo.config import DemoConfig
+from loadmem.demo.http import BadRequest, build_response, parse_request
+
+log = logging.getLogger("loadmem.demo")
+
+_PR_SET_PDEATHSIG = 1
+#: Longest select() wait: how often a worker checks that its master is still there.
+_PARENT_POLL_SECONDS = 1.0
+_RECV_BYTES = 65536
+
+
+def _die_with_parent(master_pid: int) -> None:
+    """Ask the kernel to SIGTERM us when the master dies; also catch a master already gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != master_pid:
+        os._exit(0)
+
+
+@dataclass
+class _Conn:
+    sock: socket.socket
+    inbuf: bytearray = field(default_factory=bytearray)
+    outbuf: bytearray = field(default_factory=bytearray)
+    closing: bool = False
+
+
+@dataclass
+class WorkerState:
+    """This worker's counters, served by ``/health``."""
+
+    index: int
+    requests: int = 0
+    connections: int = 0
+    gc_runs: int = 0
+    gc_last_seconds: float = 0.0
+    gc_last_objects: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "worker": self.index,
+            "requests": self.requests,
+            "connections": self.connections,
+            "gc_runs": self.gc_runs,
+            "gc_last_seconds": round(self.gc_last_seconds, 4),
+            "gc_last_objects": self.gc_last_objects,
+        }
+
+
+class Worker:
+    def __init__(self, index: int, listener: socket.socket, app: App, config: DemoConfig):
+        self.state = WorkerState(index)
+        self._listener = listener
+        self._app = app
+        self._config = config
+        self._sel = selectors.DefaultSelector()
+        self._conns: dict[int, _Conn] = {}
+        self._last_traffic: float | None = None  # None: nothing served yet, timer not armed
+        self._last_gc: float | None = None  # time of the last housekeeping in this idle period
+        app.stats = self.state.as_dict
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def _gc_due(self) -> float | None:
+        if self._last_traffic is None:
+            return None
+        if self._last_gc is None:
+            cfg = self._config
+            return self._last_traffic + cfg.idle_gc_after + self.state.index * cfg.idle_gc_stagger
+        if self._config.idle_gc_repeat > 0:
+            return self._last_gc + self._config.idle_gc_repeat
+        return None
+
+    def _housekeeping(self, now: float) -> None:
+        started = time.perf_counter()
+        found = gc.collect()
+        elapsed = time.perf_counter() - started
+        self.state.gc_runs += 1
+        self.state.gc_last_seconds = elapsed
+        self.state.gc_last_objects = found
+        self._last_gc = now
+        log.info(
+            "worker %d (pid %d): idle housekeeping gc.collect() took %.3f s",
+            self.state.index,
+            os.getpid(),
+            elapsed,
+        )
+
+    # -- connections -------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # the client gave up before we got to it
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(sock)
+        self._conns[sock.fileno()] = conn
+        self._sel.register(sock, selectors.EVENT_READ, conn)
+        self.state.connections += 1
+
+    def _close(self, conn: _Conn) -> None:
+        self._conns.pop(conn.sock.fileno(), None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(conn.sock)
+        conn.sock.close()
+
+    def _read(self, conn: _Conn, now: float) -> None:
+        try:
+            data = conn.sock.recv(_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        conn.inbuf += data
+        while not conn.closing:
+            try:
+                parsed = parse_request(conn.inbuf)
+            except BadRequest as e:
+                body = f'{{"error":"{e}"}}'.encode()
+                conn.outbuf += build_response(e.status, body, "application/json", False)
+                conn.closing = True
+                break
+            if parsed is None:
+                break
+            request, consumed = parsed
+            del conn.inbuf[:consumed]
+            status, body, ctype = self._app.handle(request.method, request.target)
+            conn.outbuf += build_response(
+                status, body, ctype, request.keep_alive, head_only=request.method == "HEAD"
+            )
+            conn.closing = not request.keep_alive
+            self.state.requests += 1
+            if counts_as_traffic(request.target):
+                self._last_traffic = now
+                self._last_gc = None
+        self._flush(conn)
+
+    def _flush(self, conn: _Conn) -> None:
+        if conn.outbuf:
+            try:
+                sent = conn.sock.send(conn.outbuf)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._close(conn)
+                return
+            del conn.outbuf[:sent]
+        if conn.outbuf:
+            self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+        elif conn.closing:
+            self._close(conn)
+        else:
+            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def serve_forever(self, master_pid: int) -> None:
+        self._sel.register(self._listener, selectors.EVENT_READ, None)
+        while True:
+            now = time.monotonic()
+            due = self._gc_due()
+            if due is not None and now >= due:
+                self._housekeeping(now)
+                continue
+            timeout = _PARENT_POLL_SECONDS if due is None else min(_PARENT_POLL_SECONDS, due - now)
+            events = self._sel.select(timeout)
+            now = time.monotonic()
+            for key, mask in events:
+                if key.data is None:
+                    self._accept()
+                    continue
+                conn: _Conn = key.data
+                if mask & selectors.EVENT_READ:
+                    self._read(conn, now)
+                if mask & selectors.EVENT_WRITE and conn.sock.fileno() in self._conns:
+                    self._flush(conn)
+            if os.getppid() != master_pid:
+                log.warning("worker %d: master %d is gone, exiting", self.state.index, master_pid)
+                return
+
+
+def run_worker(
+    index: int,
+    listener: socket.socket,
+    app: App,
+    config: DemoConfig,
+    master_pid: int,
+    ready_fd: int | None,
+) -> None:
+    """Body of a freshly forked worker. Never returns: the process exits with ``os._exit``.
+
+    ``os._exit`` rather than ``sys.exit``: a forked child must not run the master's atexit
+    handlers or flush buffers it inherited.
+    """
+    code = 1
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master handles Ctrl-C for us all
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _die_with_parent(master_pid)
+        if config.variant == "frozen":
+            gc.enable()  # the master disabled it before building and froze the table
+        worker = Worker(index, listener, app, config)
+        if ready_fd is not None:
+            os.write(ready_fd, b"r")
+            os.close(ready_fd)
+        worker.serve_forever(master_pid)
+        code = 0
+    except BaseException:
+        log.exception("worker %d (pid %d) failed", index, os.getpid())
+    finally:
+        os._exit(code)

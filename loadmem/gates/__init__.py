@@ -1,0 +1,64 @@
+"""CI gates and release comparison: budgets from TOML, evaluation, JUnit, Markdown.
+
+``run_gates(recording_path)`` is the one call ``loadmem gate`` and ``loadmem run --gate``
+make: open the recording, analyse it, evaluate the configured budgets, return a
+``GateReport`` whose ``exit_code`` is 0 (all passed) or 1 (a gate failed). Bad input
+(missing recording, malformed config) raises ``LoadmemError`` (exit code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadmem.gates.config import GateConfig, load_config, resolve_config
+from loadmem.gates.evaluate import GateReport, GateResult, evaluate
+from loadmem.gates.junit import write_junit
+from loadmem.gates.render import render_json, render_markdown, render_text
+
+__all__ = [
+    "GateConfig",
+    "GateReport",
+    "GateResult",
+    "evaluate",
+    "load_config",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "resolve_config",
+    "run_gates",
+    "write_junit",
+]
+
+
+def analyze_recording(recording_path: str | Path, window: str | None = None):
+    """The analyzer's ``analyze``, imported late so the gates load without it."""
+    from loadmem.errors import LoadmemError
+    from loadmem.recording import open_recording
+
+    recording = open_recording(recording_path)
+    try:
+        from loadmem.analysis import analyze
+    except ImportError:
+        raise LoadmemError(
+            "the analyzer (loadmem.analysis.analyze) is not available in this installation"
+        ) from None
+    return analyze(recording, window=window)
+
+
+def run_gates(
+    recording_path: str | Path,
+    config_path: Path | None = None,
+    start_dir: Path | None = None,
+) -> GateReport:
+    """Analyse the recording and evaluate the gates from ``config_path``.
+
+    Without ``config_path`` the nearest ``loadmem.toml`` / ``pyproject.toml`` from
+    ``start_dir`` (default: the current directory) upwards is used, else the built-in
+    defaults. The config is read first so that a bad config fails fast, before analysis.
+    """
+    config = resolve_config(config_path, start_dir)
+    analysis = analyze_recording(recording_path)
+    report = evaluate(analysis, config.gates, config.source)
+    if config.is_default:
+        report.notes.insert(0, "no gates config found: using the built-in default gates")
+    return report

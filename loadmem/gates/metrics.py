@@ -1,0 +1,194 @@
+"""The catalogue of figures a gate or a comparison may name.
+
+Every key figure the analyzer publishes (``Analysis.figures``, see ``docs/analysis.md``) is
+listed here once, with what gates and comparisons need to know about it: its unit (which
+decides how a budget is parsed and how a value is printed), which direction is "better",
+its scope (the watched processes, the whole machine, the load, the recorder) and friendly
+aliases. A few figures are derived here from the analyzer's own (growth as a percentage,
+the shared fraction of RSS): they are pure arithmetic on published figures, never a second
+analysis.
+
+Declaring the catalogue once keeps the config loader, the evaluator, the comparison and the
+docs from drifting apart: an unknown metric is an error everywhere, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from loadmem.units import format_bytes, format_duration
+
+Unit = Literal["bytes", "bytes_per_s", "s", "ms", "ratio", "count", "rps"]
+Better = Literal["lower", "higher", "neutral"]
+Scope = Literal["watched", "system", "load", "recorder", "window"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One gateable figure. ``name`` is the analyzer's dotted figure name."""
+
+    name: str
+    unit: Unit
+    better: Better
+    scope: Scope
+    description: str
+    aliases: tuple[str, ...] = ()
+    signed: bool = False  # a delta: print with its sign
+    derived: bool = False  # computed here from other figures
+
+    def format(self, value: float | None) -> str:
+        return format_value(self.unit, value, signed=self.signed)
+
+
+def format_value(unit: str, value: float | None, signed: bool = False) -> str:
+    """Print a figure in the unit people read it in (MB, %, ms, requests/s)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if unit == "bytes":
+        return format_bytes(value, signed=signed)
+    if unit == "bytes_per_s":
+        return format_bytes(value, signed=signed) + "/s"
+    if unit == "s":
+        return format_duration(value)
+    if unit == "ms":
+        return f"{value:+.1f} ms" if signed else f"{value:.1f} ms"
+    if unit == "ratio":
+        return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
+    if unit == "rps":
+        return f"{value:+.1f}/s" if signed else f"{value:.1f}/s"
+    if float(value).is_integer():
+        return f"{int(value):+d}" if signed else f"{int(value)}"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _m(name: str, unit: Unit, better: Better, scope: Scope, description: str,
+       *aliases: str, signed: bool = False, derived: bool = False) -> Metric:
+    return Metric(name, unit, better, scope, description, tuple(aliases), signed, derived)
+
+
+METRICS: tuple[Metric, ...] = (
+    _m("window.duration_s", "s", "neutral", "window", "length of the analysed window"),
+    # system-wide, over the window (the observe phase when there is one)
+    _m("observe.used_delta_bytes", "bytes", "lower", "system",
+       "change of system used memory (MemTotal - MemAvailable) over the window",
+       "memory_growth", "used_growth", signed=True),
+    _m("observe.used_rate_bytes_per_s", "bytes_per_s", "lower", "system",
+       "robust slope of system used memory over the window", "drain_rate", signed=True),
+    _m("observe.available_delta_bytes", "bytes", "higher", "system",
+       "change of MemAvailable over the window", signed=True),
+    _m("observe.free_delta_bytes", "bytes", "neutral", "system",
+       "change of MemFree over the window (page cache makes it drop harmlessly)", signed=True),
+    # the watched processes (role target)
+    _m("watched.rss_delta_bytes", "bytes", "lower", "watched",
+       "change of the watched processes' summed RSS over the window", "rss_growth",
+       signed=True),
+    _m("watched.pss_delta_bytes", "bytes", "lower", "watched",
+       "change of the watched processes' summed PSS over the window", "pss_growth",
+       signed=True),
+    _m("watched.uss_delta_bytes", "bytes", "lower", "watched",
+       "change of the watched processes' summed USS (private clean + dirty)", "uss_growth",
+       signed=True),
+    _m("watched.rss_end_bytes", "bytes", "lower", "watched",
+       "summed RSS of the watched processes at the end", "rss"),
+    _m("watched.pss_end_bytes", "bytes", "lower", "watched",
+       "summed PSS of the watched processes at the end", "pss"),
+    _m("watched.count", "count", "neutral", "watched", "watched processes at the end"),
+    _m("workers.count", "count", "neutral", "watched", "worker processes at the end"),
+    _m("workers.pss_end_bytes", "bytes", "lower", "watched",
+       "summed PSS of the workers at the end", "workers_pss"),
+    _m("workers.pss_per_worker_end_bytes", "bytes", "lower", "watched",
+       "PSS per worker at the end", "pss_per_worker"),
+    _m("sharing_ratio.baseline", "ratio", "lower", "watched",
+       "sum PSS / sum RSS before load (lower = more shared)"),
+    _m("sharing_ratio.after_load", "ratio", "lower", "watched",
+       "sum PSS / sum RSS when the load ended"),
+    _m("sharing_ratio.end", "ratio", "lower", "watched",
+       "sum PSS / sum RSS at the end (1.0 = nothing shared)", "sharing_ratio"),
+    _m("cow.unshared_bytes", "bytes", "lower", "watched",
+       "memory copied by copy-on-write unsharing over the window", "cow_unshared",
+       "cow_drain"),
+    _m("cow.remaining_bytes", "bytes", "lower", "watched",
+       "sum(Rss - Pss) at the end: upper bound of further copy-on-write drain",
+       "cow_remaining"),
+    _m("cow.rate_bytes_per_s", "bytes_per_s", "lower", "watched",
+       "copy-on-write unsharing rate", "cow_rate"),
+    _m("cow.time_to_exhaust_s", "s", "higher", "watched",
+       "time until the remaining shared memory is unshared at the current rate"),
+    _m("rss.growth_rate_bytes_per_s", "bytes_per_s", "lower", "watched",
+       "robust slope of the watched processes' summed RSS", "rss_growth_rate", signed=True),
+    _m("page_cache.delta_bytes", "bytes", "neutral", "system",
+       "page cache growth (Cached - Shmem): benign", signed=True),
+    _m("shmem.delta_bytes", "bytes", "lower", "system", "tmpfs / shared memory growth",
+       signed=True),
+    _m("slab.delta_bytes", "bytes", "lower", "system", "kernel slab growth", signed=True),
+    _m("other_processes.delta_bytes", "bytes", "neutral", "system",
+       "anonymous memory growth of processes nobody watched", signed=True),
+    _m("unexplained.delta_bytes", "bytes", "lower", "system",
+       "used memory growth no mechanism explains", signed=True),
+    # the load (from the requests table)
+    _m("requests.total", "count", "neutral", "load", "requests completed during load"),
+    _m("requests.failures", "count", "lower", "load", "failed requests during load",
+       "failures"),
+    _m("requests.failure_ratio", "ratio", "lower", "load", "failed / total requests",
+       "failure_ratio", "error_rate"),
+    _m("requests.rps", "rps", "higher", "load", "mean request rate during load", "rps",
+       "request_rate"),
+    _m("latency.p50_ms", "ms", "lower", "load", "median latency during load", "p50"),
+    _m("latency.p95_ms", "ms", "lower", "load", "95th percentile latency during load", "p95"),
+    _m("latency.p99_ms", "ms", "lower", "load", "99th percentile latency during load", "p99"),
+    # the recorder's own cost
+    _m("recorder.cpu_fraction", "ratio", "lower", "recorder",
+       "recorder CPU time / wall time"),
+    _m("recorder.rss_bytes", "bytes", "lower", "recorder", "recorder RSS"),
+    _m("recorder.smaps_max_stall_ms", "ms", "lower", "recorder",
+       "longest single smaps_rollup read (the stall it imposed on a target)"),
+    # derived here from the figures above
+    _m("watched.pss_growth_ratio", "ratio", "lower", "watched",
+       "watched PSS growth over the window / watched PSS at the window start",
+       "pss_growth_pct", "memory_growth_pct", signed=True, derived=True),
+    _m("watched.rss_growth_ratio", "ratio", "lower", "watched",
+       "watched RSS growth over the window / watched RSS at the window start",
+       "rss_growth_pct", signed=True, derived=True),
+    _m("shared_fraction.end", "ratio", "higher", "watched",
+       "1 - sharing_ratio.end: the part of the watched RSS that is still shared",
+       "shared_fraction", "sharing", derived=True),
+)
+
+BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+_ALIASES: dict[str, Metric] = {a: m for m in METRICS for a in m.aliases}
+
+
+def lookup(name: str) -> Metric | None:
+    """The metric for a figure name or alias (case-insensitive), or None."""
+    key = name.strip()
+    return BY_NAME.get(key) or _ALIASES.get(key.lower()) or BY_NAME.get(key.lower())
+
+
+def _ratio(delta: float | None, end: float | None) -> float | None:
+    if delta is None or end is None:
+        return None
+    start = end - delta
+    if start <= 0:
+        return None
+    return delta / start
+
+
+def with_derived(figures: Mapping[str, float | None]) -> dict[str, float | None]:
+    """The analyzer's figures plus the ones derived here (None when an input is missing)."""
+    out: dict[str, float | None] = {
+        k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in figures.items()
+    }
+    out.setdefault(
+        "watched.pss_growth_ratio",
+        _ratio(out.get("watched.pss_delta_bytes"), out.get("watched.pss_end_bytes")),
+    )
+    out.setdefault(
+        "watched.rss_growth_ratio",
+        _ratio(out.get("watched.rss_delta_bytes"), out.get("watched.rss_end_bytes")),
+    )
+    sr = out.get("sharing_ratio.end")
+    out.setdefault("shared_fraction.end", None if sr is None else 1.0 - sr)
+    return out

@@ -1,0 +1,495 @@
+"""``loadmem plot``: one figure that answers "where did the memory go?".
+
+Panels share the time axis, phases are shaded and labelled, findings are annotated:
+
+1. **System memory** (``/proc/meminfo``) drawn as the *change since the start* of the plotted
+   range: used (MemTotal - MemAvailable, what ``free`` calls used), free (MemFree) and page
+   cache (Cached + Buffers + SReclaimable, ``free``'s buff/cache). A 300 MB drain on a 24 GB
+   machine is invisible on an absolute axis that has to reach MemTotal, so the levels at the
+   start are given in the legend and MemTotal is drawn as a ceiling line only when it falls
+   near the data; otherwise a note in the panel says how far above the scale it is.
+2. **RSS of the watched processes, stacked by group** (master, workers, other): the view
+   operators know from ``top``. Flat when the drain is copy-on-write.
+3. **The truth panel**: private (USS) and shared pages stacked (their sum is the RSS from
+   smaps_rollup), with sum RSS, sum PSS and sum USS as lines. Copy-on-write unsharing shows
+   as the private band growing into the shared one while the top edge stays flat.
+4. **Load** (only when the recording has a ``requests`` table): requests/s, failures/s and
+   users; then **latency** (p95, ms).
+
+Long recordings are reduced with min/max envelopes (``downsample.py``), never by dropping
+extremes. Colours are the Okabe-Ito palette (safe for colour blindness) and every series also
+differs by line style or hatch, so the figure survives grey-scale printing.
+
+The figure is built on a bare ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot, no
+global state, safe to call from threads and tests.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from loadmem.analysis.model import Analysis, Finding, Window, severity_rank
+from loadmem.errors import LoadmemError
+from loadmem.presentation.downsample import DEFAULT_MAX_POINTS, envelope_indices
+from loadmem.presentation.plot_series import (
+    LoadSeries,
+    PlotData,
+    ProcessSeries,
+    SystemSeries,
+    group_of,
+    plot_data,
+)
+from loadmem.recording.reader import Recording, open_recording
+from loadmem.units import format_bytes, format_duration
+
+# Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour
+# vision deficiency; the choices below also differ in lightness for grey-scale printing.
+BLACK = "#000000"
+ORANGE = "#E69F00"
+SKY = "#56B4E9"
+GREEN = "#009E73"
+BLUE = "#0072B2"
+VERMILLION = "#D55E00"
+PURPLE = "#CC79A7"
+
+PHASE_COLOURS = {"baseline": "#ececec", "load": "#fbe3c0", "observe": "#d9e8f5"}
+GROUP_STYLE = {  # facecolour, hatch
+    "master": (BLUE, None),
+    "workers": (SKY, "//"),
+    "other": (PURPLE, ".."),
+}
+
+#: Panel titles, stable: tests and docs refer to them.
+TITLE_SYSTEM = "System memory (/proc/meminfo): change since start"
+TITLE_RSS = "RSS of watched processes, stacked by group (what top shows)"
+TITLE_TRUTH = "The truth (smaps_rollup): private pages growing into shared = copy-on-write"
+TITLE_LOAD = "Load: requests/s, failures/s, users"
+TITLE_LATENCY = "Latency: p95 of each interval"
+
+SUFFIXES = (".png", ".svg", ".pdf")
+FIGSIZE_WIDTH = 12.0
+PNG_DPI = 100
+
+#: Which panel a finding is drawn on; anything else goes on the system panel.
+FINDING_PANEL = {
+    "cow-unsharing": "truth",
+    "rss-growth": "rss",
+    "huge-pages": "rss",
+    "recorder-footprint": "",  # reported in the text, not on the figure
+}
+
+
+def _byte_unit(values: Sequence[float]) -> tuple[float, str]:
+    """Divisor and unit for an axis, chosen by magnitude with ``loadmem.units``' convention."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    top = max(finite, default=0.0)
+    unit = format_bytes(top).split()[-1] if top >= 1 << 20 else "MB"
+    if unit == "GB" and top < 2 * (1 << 30):
+        unit = "MB"  # "1536 MB" reads better on an axis than "1.5 GB"
+    return {"MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}.get(unit, 1 << 20), unit
+
+
+def _time_unit(duration: float) -> tuple[float, str]:
+    if duration <= 300:
+        return 1.0, "s"
+    if duration <= 5 * 3600:
+        return 60.0, "min"
+    return 3600.0, "h"
+
+
+def _nanmax_abs(*arrays: np.ndarray) -> float:
+    vals = [np.nanmax(np.abs(a)) for a in arrays if a.size and not np.all(np.isnan(a))]
+    return float(max(vals, default=0.0))
+
+
+def _first(a: np.ndarray) -> float:
+    ok = a[~np.isnan(a)]
+    return float(ok[0]) if ok.size else float("nan")
+
+
+def _legend(ax: Axes, extra: Axes | None = None) -> None:
+    """Legend to the right of the panel, outside the data (further out past a twin axis)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if extra is not None:
+        h2, l2 = extra.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        ax.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1.07 if extra is not None else 1.01, 1.0),
+            borderaxespad=0.0,
+            fontsize=8,
+            frameon=False,
+        )
+
+
+def _empty(ax: Axes, title: str, message: str) -> None:
+    ax.set_title(title, loc="left", fontsize=10)
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="#555")
+    ax.set_yticks([])
+
+
+class _Ctx:
+    """Per-figure drawing settings: time scale and point budget."""
+
+    def __init__(self, data: PlotData, max_points: int):
+        self.data = data
+        self.max_points = max_points
+        self.tscale, self.tunit = _time_unit(data.t_end - data.t_start)
+
+    def x(self, t: np.ndarray | float) -> np.ndarray | float:
+        return np.asarray(t) / self.tscale if isinstance(t, np.ndarray) else t / self.tscale
+
+
+def _shade_phases(ax: Axes, ctx: _Ctx) -> None:
+    for name, a, b in ctx.data.phases:
+        ax.axvspan(
+            ctx.x(a),
+            ctx.x(b),
+            facecolor=PHASE_COLOURS.get(name, "#f3f3f3"),
+            edgecolor="none",
+            zorder=0,
+        )
+        ax.axvline(ctx.x(a), color="#9a9a9a", linewidth=0.8, linestyle=":", zorder=1)
+
+
+def _phase_strip(ax: Axes, ctx: _Ctx) -> None:
+    """A thin timeline above the panels naming each phase and its length."""
+    _shade_phases(ax, ctx)
+    for name, a, b in ctx.data.phases:
+        ax.text(
+            ctx.x((a + b) / 2),
+            0.5,
+            f"{name} {format_duration(b - a)}",
+            ha="center",
+            va="center",
+            fontsize=9,
+            fontweight="bold",
+            color="#222",
+            clip_on=False,
+        )
+    if not ctx.data.phases:
+        ax.text(0.5, 0.5, "no phases recorded (loadmem record)", transform=ax.transAxes,
+                ha="center", va="center", fontsize=8, color="#555")  # fmt: skip
+    ax.set_yticks([])
+    ax.set_ylim(0, 1)
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+
+
+def _panel_system(ax: Axes, s: SystemSeries | None, ctx: _Ctx) -> None:
+    if s is None:
+        _empty(ax, TITLE_SYSTEM, "no /proc/meminfo samples in this range")
+        return
+    series = [
+        ("used (total - available)", s.used, BLUE, "-", 2.0),
+        ("free (MemFree)", s.free, ORANGE, "--", 1.6),
+        ("page cache (Cached+Buffers+SReclaimable)", s.cache, GREEN, "-.", 1.6),
+    ]
+    starts = [_first(v) for _, v, *_ in series]
+    deltas = [v - st for (_, v, *_), st in zip(series, starts, strict=True)]
+    scale, unit = _byte_unit([_nanmax_abs(*deltas)])
+    idx = envelope_indices(np.vstack(deltas), ctx.max_points)
+    x = ctx.x(s.t[idx])
+    for (label, _, colour, style, width), d, st in zip(series, deltas, starts, strict=True):
+        ax.plot(
+            x,
+            d[idx] / scale,
+            color=colour,
+            linestyle=style,
+            linewidth=width,
+            label=f"{label}\n  start {format_bytes(st)}",
+        )
+    ax.axhline(0, color="#666", linewidth=0.6)
+    ax.set_title(TITLE_SYSTEM, loc="left", fontsize=10)
+    ax.set_ylabel(f"change ({unit})")
+    if s.total is not None and math.isfinite(starts[0]):
+        headroom = s.total - starts[0]  # used would reach MemTotal at +headroom
+        lo, hi = ax.get_ylim()
+        if headroom / scale <= hi + 0.5 * (hi - lo):
+            ax.axhline(
+                headroom / scale,
+                color=BLACK,
+                linestyle=(0, (6, 2, 1, 2)),
+                linewidth=1.2,
+                label=f"MemTotal {format_bytes(s.total)} (ceiling for used)",
+            )
+        else:  # off scale: say so in the legend rather than flatten the change
+            ax.plot(
+                [],
+                [],
+                color="none",
+                label=f"MemTotal {format_bytes(s.total)}: the ceiling\n"
+                f"  is {format_bytes(headroom)} above used (off scale)",
+            )
+    _legend(ax)
+
+
+def _fill(
+    ax: Axes,
+    x: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    colour: str,
+    hatch: str | None,
+    label: str,
+    alpha: float = 0.75,
+) -> None:
+    ax.fill_between(
+        x,
+        lower,
+        upper,
+        facecolor=colour,
+        alpha=alpha,
+        hatch=hatch,
+        edgecolor="#333" if hatch else colour,
+        linewidth=0.0,
+        label=label,
+        step=None,
+    )
+
+
+def _panel_rss(ax: Axes, p: ProcessSeries | None, ctx: _Ctx) -> None:
+    if p is None or not p.rss_by_group:
+        _empty(ax, TITLE_RSS, "no watched processes in this range")
+        return
+    names = list(p.rss_by_group)
+    layers = np.vstack([np.nan_to_num(p.rss_by_group[n]) for n in names])
+    tops = np.cumsum(layers, axis=0)
+    scale, unit = _byte_unit([_nanmax_abs(tops[-1])])
+    idx = envelope_indices(np.vstack([layers, tops[-1:]]), ctx.max_points)
+    x = ctx.x(p.t[idx])
+    bottom = np.zeros(len(idx))
+    counts = p.count
+    for name, top in zip(names, tops, strict=True):
+        colour, hatch = GROUP_STYLE.get(name, (PURPLE, ".."))
+        end = p.rss_by_group[name][~np.isnan(p.rss_by_group[name])]
+        label = f"{name} (end {format_bytes(end[-1] if end.size else None)})"
+        _fill(ax, x, bottom, top[idx] / scale, colour, hatch, label)
+        bottom = top[idx] / scale
+    ax.plot(x, bottom, color=BLACK, linewidth=1.0, label="sum RSS (VmRSS)")
+    ax.set_ylim(0, max(1e-9, float(np.nanmax(bottom))) * 1.15)
+    ax.set_title(TITLE_RSS, loc="left", fontsize=10)
+    ax.set_ylabel(f"RSS ({unit})")
+    if counts.size:
+        ax.text(
+            0.005,
+            0.96,
+            f"{int(np.max(counts))} processes",
+            transform=ax.transAxes,
+            fontsize=8,
+            va="top",
+            color="#333",
+        )
+    _legend(ax)
+
+
+def _panel_truth(ax: Axes, p: ProcessSeries | None, ctx: _Ctx) -> None:
+    if p is None or np.all(np.isnan(p.pss)):
+        _empty(ax, TITLE_TRUTH, "no smaps_rollup figures (PSS) in this range")
+        return
+    uss, shared = p.uss, p.shared
+    total = uss + shared
+    scale, unit = _byte_unit([_nanmax_abs(p.rss, total, p.pss)])
+    idx = envelope_indices(np.vstack([uss, shared, p.rss, p.pss]), ctx.max_points)
+    x = ctx.x(p.t[idx])
+    u, tot = uss[idx] / scale, total[idx] / scale
+    _fill(ax, x, np.zeros(len(idx)), u, VERMILLION, "xx", "private pages (USS)", alpha=0.55)
+    _fill(ax, x, u, tot, SKY, None, "shared pages", alpha=0.45)
+    ax.plot(x, p.rss[idx] / scale, color=BLACK, linewidth=1.8, label="sum RSS")
+    ax.plot(x, p.pss[idx] / scale, color=BLUE, linewidth=2.2, linestyle="--", label="sum PSS")
+    ax.plot(x, u, color=VERMILLION, linewidth=1.6, linestyle=":", label="sum USS")
+    top = np.nanmax(np.concatenate([tot, p.rss[idx] / scale, p.pss[idx] / scale]))
+    ax.set_ylim(0, max(1e-9, float(top)) * 1.2)
+    ax.set_title(TITLE_TRUTH, loc="left", fontsize=10)
+    ax.set_ylabel(f"watched processes ({unit})")
+    _legend(ax)
+
+
+def _stairs(
+    ax: Axes, load: LoadSeries, values: np.ndarray, idx: np.ndarray, ctx: _Ctx, **style: object
+) -> None:
+    """Per-interval figures drawn over the interval they cover (``t - interval_s`` to ``t``)."""
+    t = load.t[idx]
+    edges = np.concatenate([[t[0] - load.interval[idx[0]]], t])
+    ax.stairs(values[idx], ctx.x(edges), baseline=None, **style)  # type: ignore[arg-type]
+
+
+def _panel_load(ax: Axes, load: LoadSeries, ctx: _Ctx) -> None:
+    idx = envelope_indices(np.vstack([load.rps, load.failures_per_s, load.users]), ctx.max_points)
+    _stairs(ax, load, load.rps, idx, ctx, color=BLUE, linewidth=1.6, label="requests/s")
+    _stairs(ax, load, load.failures_per_s, idx, ctx, color=VERMILLION, linewidth=1.4,
+            linestyle="--", label="failures/s")  # fmt: skip
+    ax.set_ylabel("per second")
+    ax.set_ylim(bottom=0)
+    ax.set_title(TITLE_LOAD, loc="left", fontsize=10)
+    users = ax.twinx()
+    if not np.all(np.isnan(load.users)):
+        _stairs(users, load, load.users, idx, ctx, color=GREEN, linewidth=1.2,
+                linestyle="-.", label="users (right axis)")  # fmt: skip
+    users.set_ylabel("users")
+    users.set_ylim(bottom=0)
+    _legend(ax, users)
+
+
+def _panel_latency(ax: Axes, load: LoadSeries, ctx: _Ctx) -> None:
+    idx = envelope_indices(load.p95_ms, ctx.max_points)
+    _stairs(ax, load, load.p95_ms, idx, ctx, color=ORANGE, linewidth=1.6, label="p95 (ms)")
+    ax.set_ylabel("ms")
+    ax.set_ylim(bottom=0)
+    ax.set_title(TITLE_LATENCY, loc="left", fontsize=10)
+    _legend(ax)
+
+
+def _finding_label(f: Finding) -> str:
+    parts = [f.id]
+    if f.explained_bytes is not None:
+        parts.append(format_bytes(f.explained_bytes, signed=True))
+    if f.t_start is not None:
+        parts.append(f"from {format_duration(f.t_start)}")
+    return f"{parts[0]}: {' '.join(parts[1:])}" if len(parts) > 1 else parts[0]
+
+
+def _annotate_findings(axes: dict[str, Axes], analysis: Analysis, ctx: _Ctx) -> int:
+    """Mark where each finding starts and how many MB it is about; return how many drawn."""
+    drawn: dict[str, int] = {}
+    for f in sorted(analysis.findings, key=lambda f: -severity_rank(f.severity)):
+        if f.severity == "ok":
+            continue
+        panel = FINDING_PANEL.get(f.id, "system")
+        ax = axes.get(panel) or axes.get("system")
+        if not panel or ax is None:
+            continue
+        t0 = f.t_start if f.t_start is not None else ctx.data.t_start
+        if not ctx.data.t_start <= t0 <= ctx.data.t_end:
+            continue
+        n = drawn.get(panel, 0)
+        drawn[panel] = n + 1
+        colour = VERMILLION if severity_rank(f.severity) >= severity_rank("warning") else "#444"
+        ax.axvline(ctx.x(t0), color=colour, linestyle=(0, (4, 2)), linewidth=1.3, zorder=4)
+        if f.t_end is not None and f.t_end > t0:
+            y = 0.86 - 0.16 * n
+            ax.annotate(
+                "",
+                xy=(ctx.x(min(f.t_end, ctx.data.t_end)), y),
+                xytext=(ctx.x(t0), y),
+                xycoords=("data", "axes fraction"),
+                arrowprops={"arrowstyle": "|-|", "color": colour, "linewidth": 1.0},
+                zorder=4,
+            )
+        ax.text(
+            ctx.x(t0),
+            0.95 - 0.16 * n,
+            f" {f.severity.upper()} {_finding_label(f)}",
+            transform=ax.get_xaxis_transform(),
+            ha="left",
+            va="top",
+            fontsize=8.5,
+            color=colour,
+            fontweight="bold",
+            zorder=5,
+            bbox={"facecolor": "white", "edgecolor": colour, "alpha": 0.9, "pad": 2},
+        )
+    return sum(drawn.values())
+
+
+def _resolve_window(
+    window: Window | tuple[float, float] | str | None, analysis: Analysis
+) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    if isinstance(window, Window):
+        return (window.t_start, window.t_end)
+    if isinstance(window, str):
+        # The window syntax belongs to the analyzer; a string means "the window the analysis
+        # was made for", which the CLI guarantees by passing the same string to analyze().
+        return (analysis.window.t_start, analysis.window.t_end)
+    t0, t1 = window
+    return (float(t0), float(t1))
+
+
+def render_figure(
+    recording: Recording | str | Path,
+    analysis: Analysis,
+    window: Window | tuple[float, float] | str | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+) -> Figure:
+    """Build the figure for ``recording`` annotated with ``analysis``' findings.
+
+    ``window`` restricts the plotted range (``t`` seconds since the recording start); by
+    default the whole recording is drawn.
+    """
+    rec = recording if isinstance(recording, Recording) else open_recording(recording)
+    rng = _resolve_window(window, analysis)
+    data = plot_data(rec, rng, group_of(analysis.processes))
+    ctx = _Ctx(data, max_points)
+    panels = ["phases", "system", "rss", "truth"]
+    ratios = [0.16, 1.0, 0.9, 1.25]
+    if data.load is not None:
+        panels += ["load", "latency"]
+        ratios += [0.75, 0.55]
+    fig = Figure(figsize=(FIGSIZE_WIDTH, 1.2 + 2.0 * sum(ratios)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axs = fig.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": ratios})
+    axes = dict(zip(panels, axs, strict=True))
+    _phase_strip(axes["phases"], ctx)
+    for ax in axs[1:]:
+        _shade_phases(ax, ctx)
+        ax.grid(True, axis="y", color="#ddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+    _panel_system(axes["system"], data.system, ctx)
+    _panel_rss(axes["rss"], data.processes, ctx)
+    _panel_truth(axes["truth"], data.processes, ctx)
+    if data.load is not None:
+        _panel_load(axes["load"], data.load, ctx)
+        _panel_latency(axes["latency"], data.load, ctx)
+    _annotate_findings(axes, analysis, ctx)
+    axs[-1].set_xlabel(f"time since recording start ({ctx.tunit})")
+    axs[-1].set_xlim(ctx.x(data.t_start), ctx.x(max(data.t_end, data.t_start + 1e-9)))
+    name = analysis.label or Path(analysis.recording).name
+    headline = textwrap.fill(f"[{analysis.severity.upper()}] {analysis.headline}", 130)
+    fig.suptitle(f"loadmem: {name}\n{headline}", x=0.01, ha="left", fontsize=10.5)
+    return fig
+
+
+def save_plot(
+    recording: Recording | str | Path,
+    analysis: Analysis,
+    path: str | Path,
+    window: Window | tuple[float, float] | str | None = None,
+) -> Path:
+    """Render and write the figure; the format (.png, .svg, .pdf) follows the extension."""
+    out = Path(path)
+    if out.suffix.lower() not in SUFFIXES:
+        raise LoadmemError(
+            f"cannot write a plot to {out.name}: unknown format {out.suffix or '(none)'}",
+            "give a file name ending in .png, .svg or .pdf",
+        )
+    fig = render_figure(recording, analysis, window)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=PNG_DPI, metadata=_metadata(out.suffix.lower()))
+    except OSError as e:
+        raise LoadmemError(
+            f"cannot write {out}: {e.strerror or e}", "choose a writable -o path"
+        ) from None
+    return out
+
+
+def _metadata(suffix: str) -> dict[str, str] | None:
+    # Reproducible files: no creation date (SVG/PDF embed one by default).
+    if suffix == ".svg":
+        return {"Date": None}  # type: ignore[dict-item]
+    if suffix == ".pdf":
+        return {"CreationDate": None}  # type: ignore[dict-item]
+    return {"Software": "loadmem"}

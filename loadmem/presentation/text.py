@@ -1,0 +1,172 @@
+"""The terminal report of ``loadmem analyze``: the verdict first, then the evidence.
+
+Takes an ``Analysis`` and a writable text stream; never recomputes anything. Values are
+formatted by the unit their name carries (``_bytes``, ``_bytes_per_s``, ``_s``, ``_ms``,
+``_ratio``/``_fraction``), so every number shown has its unit.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+from loadmem.analysis.model import Analysis, severity_rank
+from loadmem.units import format_bytes, format_duration
+
+#: Key figures shown in the evidence table, in order, with a human label.
+EVIDENCE_FIGURES: tuple[tuple[str, str], ...] = (
+    ("window.duration_s", "window length"),
+    ("observe.used_delta_bytes", "used memory (MemTotal - MemAvailable)"),
+    ("observe.used_rate_bytes_per_s", "used memory trend"),
+    ("observe.available_delta_bytes", "available memory"),
+    ("observe.free_delta_bytes", "free memory"),
+    ("watched.count", "watched processes at the end"),
+    ("watched.rss_delta_bytes", "watched sum RSS"),
+    ("watched.pss_delta_bytes", "watched sum PSS"),
+    ("watched.uss_delta_bytes", "watched sum USS (private)"),
+    ("watched.rss_end_bytes", "watched sum RSS at the end"),
+    ("watched.pss_end_bytes", "watched sum PSS at the end"),
+    ("workers.count", "workers at the end"),
+    ("workers.pss_per_worker_end_bytes", "PSS per worker at the end"),
+    ("sharing_ratio.baseline", "sharing ratio PSS/RSS before load"),
+    ("sharing_ratio.after_load", "sharing ratio PSS/RSS after load"),
+    ("sharing_ratio.end", "sharing ratio PSS/RSS at the end"),
+    ("cow.unshared_bytes", "copy-on-write unshared"),
+    ("cow.remaining_bytes", "still shared (further drain possible)"),
+    ("cow.rate_bytes_per_s", "unsharing rate"),
+    ("cow.time_to_exhaust_s", "time until all is unshared"),
+    ("rss.growth_rate_bytes_per_s", "watched RSS trend"),
+    ("page_cache.delta_bytes", "page cache (Cached - Shmem + Buffers)"),
+    ("shmem.delta_bytes", "Shmem (tmpfs, shared memory)"),
+    ("slab.delta_bytes", "kernel slab"),
+    ("other_processes.delta_bytes", "other processes (anonymous)"),
+    ("unexplained.delta_bytes", "unexplained remainder"),
+    ("requests.total", "requests during load"),
+    ("requests.failure_ratio", "failure ratio"),
+    ("requests.rps", "requests per second"),
+    ("latency.p50_ms", "latency p50"),
+    ("latency.p95_ms", "latency p95"),
+    ("latency.p99_ms", "latency p99"),
+    ("recorder.cpu_fraction", "recorder CPU (of one core)"),
+    ("recorder.rss_bytes", "recorder RSS"),
+    ("recorder.smaps_max_stall_ms", "longest smaps_rollup stall"),
+)
+
+
+def format_figure(name: str, value: Any) -> str:
+    """A key figure with its unit, chosen from the suffix of its name."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    v = float(value)
+    signed = "delta" in name
+    if name.endswith("_bytes_per_s"):
+        return f"{format_bytes(v, signed=True)}/s"
+    if name.endswith("_bytes"):
+        return format_bytes(v, signed=signed)
+    if name.endswith("_ms"):
+        return f"{v:.1f} ms"
+    if name.endswith("_s"):
+        return format_duration(v)
+    if name.endswith(("_ratio", "_fraction")):
+        return f"{100 * v:.2f}%"
+    if name.startswith("sharing_ratio."):
+        return f"{v:.2f}"
+    if name.endswith(".rps"):
+        return f"{v:.1f}/s"
+    return f"{v:.0f}" if v.is_integer() else f"{v:.2f}"
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
+    """Plain aligned columns (the last one left to run on)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    out = []
+    for r in [header, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(r, widths, strict=False)]
+        out.append("  " + "  ".join([*cells, str(r[-1])]).rstrip())
+    return out
+
+
+def _wrap(text: str, indent: str, width: int = 100) -> Iterable[str]:
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent)
+
+
+def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
+    """Write the human report: verdict, findings, evidence table, phases, processes, notes."""
+    a = analysis
+    w = stream.write
+    title = f"loadmem analyze {a.recording}" + (f" [{a.label}]" if a.label else "")
+    w(title + "\n\n")
+    w(f"Verdict: {a.severity.upper()}\n")
+    for line in _wrap(a.headline, "  ", width):
+        w(line + "\n")
+    w("\nFindings\n")
+    findings = sorted(a.findings, key=lambda f: -severity_rank(f.severity))
+    for f in findings:
+        w(f"  [{f.severity}] {f.id}\n")
+        for line in _wrap(f.statement, "      ", width):
+            w(line + "\n")
+    win = a.window
+    w(
+        f"\nEvidence ({win.name} window, {format_duration(win.t_start)} to "
+        f"{format_duration(win.t_end)} after the start)\n"
+    )
+    rows = [(label, format_figure(k, a.figures.get(k)), k) for k, label in EVIDENCE_FIGURES
+            if a.figures.get(k) is not None]
+    for line in table(rows, ("figure", "value", "name")):
+        w(line + "\n")
+    if a.phases:
+        w("\nPhases\n")
+        prow = [
+            (
+                p["name"], format_duration(p["start_s"]), format_duration(p["duration_s"]),
+                str(p.get("requests") or 0), str(p.get("failures") or 0),
+                format_figure("p95_ms", p.get("p95_ms")),
+                format_figure("x_delta_bytes", _diff(p, "used")),
+                format_figure("x_delta_bytes", _diff(p, "rss")),
+                format_figure("x_delta_bytes", _diff(p, "pss")),
+            )
+            for p in a.phases
+        ]
+        hdr = ("phase", "start", "length", "requests", "failures", "p95", "Δ used", "Δ RSS",
+               "Δ PSS")
+        for line in table(prow, hdr):
+            w(line + "\n")
+    if a.processes:
+        w("\nProcesses (watched and load generator; values at the end of the window)\n")
+        procs = sorted(a.processes, key=lambda p: -(p.get("pss_end_bytes") or 0))
+        shown = procs[:15]
+        rows2 = [
+            (
+                str(p["pid"]), str(p.get("name") or "?"), p.get("group", ""), p.get("role", ""),
+                format_figure("b_bytes", p.get("rss_end_bytes")),
+                format_figure("b_bytes", p.get("pss_end_bytes")),
+                format_figure("b_bytes", p.get("uss_end_bytes")),
+                format_figure("b_bytes", p.get("shared_end_bytes")),
+                format_figure("x_delta_bytes", _pdiff(p, "pss")),
+            )
+            for p in shown
+        ]
+        hdr2 = ("pid", "name", "group", "role", "RSS", "PSS", "USS", "shared", "Δ PSS")
+        for line in table(rows2, hdr2):
+            w(line + "\n")
+        if len(procs) > len(shown):
+            w(f"  ... and {len(procs) - len(shown)} more (see --json)\n")
+    if a.notes:
+        w("\nNotes\n")
+        for n in a.notes:
+            for line in _wrap(n, "  - ", width):
+                w(line + "\n")
+
+
+def _diff(p: dict[str, Any], what: str) -> float | None:
+    s, e = p.get(f"{what}_start_bytes"), p.get(f"{what}_end_bytes")
+    return None if s is None or e is None else e - s
+
+
+def _pdiff(p: dict[str, Any], what: str) -> float | None:
+    s, e = p.get(f"{what}_baseline_bytes"), p.get(f"{what}_end_bytes")
+    return None if s is None or e is None else e - s

@@ -1,0 +1,96 @@
+"""Memory cgroups: which one a process is in, and what it is charged.
+
+- ``/proc/PID/cgroup``: ``hierarchy-ID:controllers:path`` per line. cgroup v1 has one line
+  per hierarchy (the memory controller's line lists ``memory``); cgroup v2 has the single
+  line ``0::/path``. A hybrid host (like one with a v1 memory controller and a v2
+  ``unified`` mount) has both: the v1 memory line wins, since v2 then holds no memory
+  controller.
+- ``/proc/self/mountinfo`` says where each hierarchy is mounted.
+- v2: ``memory.current`` (bytes) and ``memory.stat`` (``key value`` lines, bytes or counts).
+- v1: ``memory.usage_in_bytes`` and ``memory.stat`` (``rss``, ``cache``, ``shmem``,
+  ``mapped_file``, ... and their hierarchical ``total_*`` twins).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupRef:
+    """A memory cgroup: its version and its path relative to the controller's mount."""
+
+    version: int  # 1 or 2
+    path: str  # "/system.slice/app.service"
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupMounts:
+    v1_memory: str | None = None  # mount point of the v1 memory controller
+    v2: str | None = None  # mount point of the v2 unified hierarchy
+
+
+def parse_proc_cgroup(text: str, mounts: CgroupMounts | None = None) -> CgroupRef | None:
+    """The memory cgroup a process belongs to, or ``None`` when there is none."""
+    v1 = v2 = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, controllers, path = parts
+        if hid == "0" and controllers == "":
+            v2 = path
+        elif "memory" in controllers.split(","):
+            v1 = path
+    if v1 is not None and (mounts is None or mounts.v1_memory):
+        return CgroupRef(1, v1)
+    if v2 is not None and (mounts is None or mounts.v2):
+        return CgroupRef(2, v2)
+    return None
+
+
+def parse_mountinfo_cgroups(text: str) -> CgroupMounts:
+    """Find the v1 memory controller and the v2 hierarchy in ``/proc/self/mountinfo``.
+
+    A line: ``36 25 0:31 / /sys/fs/cgroup/memory rw,... shared:14 - cgroup cgroup rw,memory``:
+    the fields after `` - `` are fstype, source and super options (which name the
+    controllers for v1).
+    """
+    v1_memory = v2 = None
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        lf, rf = left.split(), right.split()
+        if len(lf) < 5 or len(rf) < 3:
+            continue
+        fstype, super_opts, mount_point, root = rf[0], rf[2], lf[4], lf[3]
+        if root != "/":  # a bind mount of a sub-tree (inside a container): paths would lie
+            continue
+        if fstype == "cgroup2" and v2 is None:
+            v2 = mount_point
+        elif fstype == "cgroup" and "memory" in super_opts.split(",") and v1_memory is None:
+            v1_memory = mount_point
+    return CgroupMounts(v1_memory=v1_memory, v2=v2)
+
+
+def parse_memory_stat(text: str) -> dict[str, int]:
+    """``memory.stat`` (v1 or v2): ``key value`` per line, in file order."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    return out
+
+
+def parse_usage(text: str) -> int:
+    """``memory.current`` (v2) or ``memory.usage_in_bytes`` (v1): one integer, bytes."""
+    return int(text.strip())
+
+
+def usage_file(version: int) -> str:
+    return "memory.current" if version == 2 else "memory.usage_in_bytes"

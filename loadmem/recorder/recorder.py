@@ -1,0 +1,361 @@
+"""The recording loop: fixed-rate ticks on the monotonic clock, segments, a clean stop.
+
+``Recorder(options).run()``:
+
+1. validates the selection (a missing ``--pid`` or a port nobody listens on is an error
+   before anything is written), prepares the output directory, writes ``meta.json`` with
+   status ``recording`` and ``start_monotonic``;
+2. ticks every ``interval`` seconds on the monotonic clock (a late tick is recorded as
+   ``lag_s``; ticks that could not happen at all are skipped, not bunched up);
+3. flushes every table as a Parquet segment every ``flush`` seconds, so a SIGKILL loses at
+   most the last flush interval;
+4. stops when the duration ends, on SIGINT/SIGTERM, on ``{"stop": true}`` (or end of input)
+   on the control channel; then writes the last segment, merges the segments
+   (unless ``finalize`` is off) and updates ``meta.json`` to ``complete``. A stop that
+   could not finish cleanly (an error, a second signal during the merge) leaves
+   ``interrupted``; the segments stay readable either way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from loadmem.errors import LoadmemError
+from loadmem.procfs.reader import ProcFS
+from loadmem.procfs.smaps_rollup import parse_smaps_rollup
+from loadmem.recorder.meta import build_meta
+from loadmem.recorder.sampler import Sampler, TickResult
+from loadmem.recorder.scheduler import TokenBucket
+from loadmem.recorder.selection import ProcessSelector, Selection
+from loadmem.recording import schema
+from loadmem.recording.writer import TableWriter, finalize, prepare_output, update_meta, write_meta
+
+#: The token bucket holds at most this many seconds of budget refill.
+BUDGET_CAP_S = 5.0
+
+
+@dataclass
+class RecordOptions:
+    out: Path
+    selection: Selection = field(default_factory=Selection)
+    interval: float = 1.0
+    duration: float | None = None  # None: until stopped
+    flush: float = 5.0
+    pss_budget: float = 0.02  # fraction of one core
+    pss_max_age: float = 15.0
+    label: str | None = None
+    redact: bool = True
+    force: bool = False
+    finalize: bool = True
+    control_stdin: bool = False
+    status_stdout: bool = False
+    progress: bool = False  # a one-line progress display on stderr (a TTY)
+    argv: list[str] = field(default_factory=list)
+    procfs: ProcFS | None = None  # tests swap the /proc layer
+    handle_signals: bool = True
+    read_cgroups: bool = True
+
+
+@dataclass
+class RecordResult:
+    path: Path
+    ticks: int
+    processes: int  # distinct (pid, start_time) watched over the recording
+    stop_reason: str
+    status: str
+    failures: dict[str, int]
+    finalized: bool
+
+
+def _ancestors(pid: int) -> set[int]:
+    out: set[int] = set()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                text = f.read()
+            pid = int(text[text.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        out.add(pid)
+    return out
+
+
+def _redactor():
+    from loadmem.redact import redact_argv
+
+    return redact_argv
+
+
+class Recorder:
+    """Runs one recording. Not reusable: create one per recording."""
+
+    def __init__(self, options: RecordOptions):
+        self.o = options
+        if options.interval <= 0:
+            raise LoadmemError("--interval must be more than 0", "e.g. --interval 1s")
+        if options.flush <= 0:
+            raise LoadmemError("--flush must be more than 0", "e.g. --flush 5s")
+        if not 0 < options.pss_budget <= 1:
+            raise LoadmemError(
+                "--pss-budget must be more than 0% and at most 100% of one core, "
+                f"not {options.pss_budget:.0%}",
+                "e.g. --pss-budget 2%",
+            )
+        if options.duration is not None and options.duration <= 0:
+            raise LoadmemError("--duration must be more than 0", "e.g. --duration 10m")
+        self.procfs = options.procfs or ProcFS()
+        self.stop_event = threading.Event()
+        self.stop_reason = "stopped"
+        self._control: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._status_out: TextIO = sys.stdout
+        self._seen_keys: set[tuple[int, int]] = set()
+
+    # --- public --------------------------------------------------------------------
+    def stop(self, reason: str = "stop") -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+        self.stop_event.set()
+
+    def run(self) -> RecordResult:
+        o = self.o
+        redact = _redactor() if o.redact else None
+        me = os.getpid()
+        selector = ProcessSelector(
+            o.selection, self.procfs, exclude_pids={me}, no_match_pids=_ancestors(me)
+        )
+        selector.check_initial()
+        out = prepare_output(o.out, force=o.force)
+        start_monotonic = time.monotonic()
+        start_epoch = time.time()
+        argv = redact(list(o.argv)) if redact else list(o.argv)
+        meta = build_meta(
+            start_epoch=start_epoch, start_monotonic=start_monotonic, interval=o.interval,
+            flush=o.flush, pss_budget=o.pss_budget, pss_max_age=o.pss_max_age,
+            duration=o.duration, selection=o.selection.to_dict(), argv=argv, label=o.label,
+            redacted=o.redact,
+        )
+        write_meta(out, meta)
+        bucket = TokenBucket(o.pss_budget, BUDGET_CAP_S)
+        sampler = Sampler(selector, bucket, self.procfs, max_age=o.pss_max_age, redact=redact,
+                          read_cgroups=o.read_cgroups)
+        writers: dict[str, TableWriter] = {
+            name: TableWriter(out, name, sch, writer_id="rec", flush_s=o.flush)
+            for name, sch in (("processes", schema.PROCESSES), ("cgroup", schema.CGROUP),
+                              ("recorder", schema.RECORDER), ("events", schema.EVENTS))
+        }
+        restore = self._install_signals() if o.handle_signals else None
+        if o.control_stdin:
+            threading.Thread(target=self._read_control, name="loadmem-control",
+                             daemon=True).start()
+        sampler.event("recording_start", "loadmem record started", {
+            "selection": o.selection.to_dict(), "interval_s": o.interval,
+            "pss_budget": o.pss_budget, "pss_max_age_s": o.pss_max_age, "label": o.label,
+        }, t=0.0, ts=dt.datetime.fromtimestamp(start_epoch, dt.UTC))
+        if o.selection.empty and not o.control_stdin:
+            sampler.event("warning", "no process selected: recording the system only",
+                          {"reason": "no-selection"}, t=0.0,
+                          ts=dt.datetime.fromtimestamp(start_epoch, dt.UTC))
+        status = "interrupted"
+        ticks = 0
+        finalized = False
+        try:
+            ticks = self._loop(start_monotonic, sampler, bucket, writers, out)
+            sampler.event("recording_stop", f"stopped: {self.stop_reason}",
+                          {"reason": self.stop_reason, "ticks": ticks},
+                          t=time.monotonic() - start_monotonic, ts=dt.datetime.now(dt.UTC))
+            writers["events"].extend(sampler.take_events())
+            for w in writers.values():
+                w.flush()
+            status = "complete"
+            if o.finalize:
+                finalize(out)
+                finalized = True
+        finally:
+            if restore is not None:
+                restore()
+            if o.progress:
+                sys.stderr.write("\r\033[K")
+                sys.stderr.flush()
+            self._final_meta(out, status, ticks, sampler, bucket, writers, finalized)
+        return RecordResult(out, ticks, len(self._seen_keys), self.stop_reason, status,
+                            dict(sampler.failures), finalized)
+
+    # --- the loop ------------------------------------------------------------------
+    def _loop(self, start: float, sampler: Sampler, bucket: TokenBucket,
+              writers: dict[str, TableWriter], out: Path) -> int:
+        o = self.o
+        tick = 0
+        slot = 0  # index of the scheduled tick time
+        last_flush = start
+        own_pss: int | None = None
+        own_pss_t = -math.inf
+        page = os.sysconf("SC_PAGE_SIZE")
+        while tick == 0 or not self.stop_event.is_set():  # at least one sample
+            scheduled = start + slot * o.interval
+            if o.duration is not None and scheduled - start > o.duration + 1e-6:
+                self.stop_reason = "duration"
+                break
+            now = time.monotonic()
+            if now < scheduled:
+                if self.stop_event.wait(scheduled - now):
+                    break
+                now = time.monotonic()
+            lag = now - scheduled
+            t = now - start
+            ts = dt.datetime.now(dt.UTC)
+            self._drain_control(sampler)
+            c0 = time.perf_counter()
+            res = sampler.tick(tick, t, ts)
+            tick_us = int((time.perf_counter() - c0) * 1e6)
+            if "system" not in writers:
+                writers["system"] = TableWriter(
+                    out, "system", schema.system_schema(sampler.meminfo_keys or []),
+                    writer_id="rec", flush_s=o.flush)
+            writers["system"].append(res.system)
+            writers["processes"].extend(res.processes)
+            writers["cgroup"].extend(res.cgroup)
+            writers["events"].extend(res.events)
+            for r in res.processes:
+                self._seen_keys.add((r["pid"], r["start_time"]))
+            if t - own_pss_t >= o.pss_max_age:
+                own_pss, own_pss_t = self._own_pss(), t
+            times = os.times()
+            rss = self._own_rss(page)
+            bucket.charge()
+            writers["recorder"].append({
+                "ts": ts, "t": t, "tick": tick, "pid": os.getpid(),
+                "cpu_user": times.user, "cpu_system": times.system, "rss": rss,
+                "pss": own_pss, "tick_us": tick_us, "cheap_us": res.cheap_us,
+                "smaps_reads": res.smaps_reads, "smaps_us": res.smaps_us,
+                "smaps_max_us": res.smaps_max_us, "processes": len(res.processes),
+                "pss_oldest_s": res.pss_oldest_s, "budget_s": bucket.balance,
+                "errors": res.errors, "lag_s": lag,
+            })
+            if o.status_stdout:
+                self._status_line(t, tick, res)
+            if o.progress:
+                self._progress(t, res, times.user + times.system)
+            if time.monotonic() - last_flush >= o.flush:
+                for w in writers.values():
+                    w.flush()
+                last_flush = time.monotonic()
+            tick += 1
+            # the next slot in the future: ticks that could not happen are skipped
+            slot = max(slot + 1, math.floor((time.monotonic() - start) / o.interval) + 1)
+        return tick
+
+    # --- helpers -------------------------------------------------------------------
+    def _own_rss(self, page: int) -> int | None:
+        try:
+            return int(self.procfs.read_pid(os.getpid(), "statm").split()[1]) * page
+        except Exception:
+            return None
+
+    def _own_pss(self) -> int | None:
+        try:
+            return parse_smaps_rollup(self.procfs.read_pid(os.getpid(), "smaps_rollup")).get("Pss")
+        except Exception:
+            return None
+
+    def _status_line(self, t: float, tick: int, res: TickResult) -> None:
+        s = res.system
+        line = {
+            "t": round(t, 3), "tick": tick, "mem_total": s.get("MemTotal"),
+            "mem_available": s.get("MemAvailable"), "mem_free": s.get("MemFree"),
+            "sum_rss": res.sum_rss, "sum_pss": res.sum_pss, "processes": res.target_processes,
+        }
+        try:
+            self._status_out.write(json.dumps(line) + "\n")
+            self._status_out.flush()
+        except (BrokenPipeError, ValueError):
+            self.stop("status pipe closed")
+
+    def _progress(self, t: float, res: TickResult, cpu: float) -> None:
+        from loadmem.units import format_bytes, format_duration
+
+        s = res.system
+        sys.stderr.write(
+            f"\r\033[Krecording {format_duration(t)}  processes {len(res.processes)}  "
+            f"RSS {format_bytes(res.sum_rss)}  PSS {format_bytes(res.sum_pss)}  "
+            f"available {format_bytes(s.get('MemAvailable'))}  "
+            f"recorder CPU {100 * cpu / max(t, 1e-3):.1f}%"
+        )
+        sys.stderr.flush()
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.stop_event.is_set():  # a second signal: give up on a clean stop
+                raise KeyboardInterrupt
+            self.stop(f"signal {signal.Signals(signum).name}")
+
+        for s in previous:
+            signal.signal(s, handler)
+
+        def restore():
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        return restore
+
+    def _read_control(self) -> None:
+        """Control channel: JSON lines on stdin. End of input means the controller is gone."""
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                self._control.put({"_invalid": line[:200]})
+                continue
+            if not isinstance(msg, dict):
+                self._control.put({"_invalid": line[:200]})
+                continue
+            if msg.get("stop"):
+                self.stop("stop command")
+                return
+            self._control.put(msg)
+        self.stop("control channel closed")
+
+    def _drain_control(self, sampler: Sampler) -> None:
+        while True:
+            try:
+                msg = self._control.get_nowait()
+            except queue.Empty:
+                return
+            watch = msg.get("watch")
+            if isinstance(watch, dict) and isinstance(watch.get("pid"), int):
+                role = str(watch.get("role") or "target")
+                sampler.selector.add_root(watch["pid"], role)
+                sampler.event("note", f"watching pid {watch['pid']} as {role}",
+                              {"pid": watch["pid"], "role": role})
+            else:
+                sampler.event("warning", "ignored an invalid control message",
+                              {"reason": "control:invalid", "message": json.dumps(msg)[:200]})
+
+    def _final_meta(self, out: Path, status: str, ticks: int, sampler: Sampler,
+                    bucket: TokenBucket, writers: dict[str, TableWriter], finalized: bool) -> None:
+        times = os.times()
+        update_meta(
+            out, status=status, stop_reason=self.stop_reason, end_epoch=time.time(),
+            end_monotonic=time.monotonic(), ticks=ticks, processes_seen=len(self._seen_keys),
+            failures=dict(sampler.failures), finalized=finalized,
+            recorder_cpu_s=times.user + times.system,
+            rows={name: w.rows_written for name, w in writers.items()},
+            bytes_written={name: w.bytes_written for name, w in writers.items()},
+        )

@@ -1,0 +1,359 @@
+"""One tick of sampling: meminfo, cgroups, the cheap tier of every watched process, and the
+budgeted smaps_rollup reads. Produces rows for the tables of ``loadmem.recording.schema``.
+
+Failures never crash a tick and never drop a row: a field that could not be read is null
+and the row's ``error`` names why (``smaps:access-denied``, ``status:gone``, ``zombie``...).
+A warning event is emitted once per (process, reason), not per tick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadmem.errors import AccessDenied, ProcessError, ProcessGone, ZombieProcess
+from loadmem.procfs.cgroup import (
+    CgroupMounts,
+    CgroupRef,
+    parse_memory_stat,
+    parse_mountinfo_cgroups,
+    parse_proc_cgroup,
+    parse_usage,
+    usage_file,
+)
+from loadmem.procfs.meminfo import parse_meminfo
+from loadmem.procfs.reader import ProcFS
+from loadmem.procfs.smaps_rollup import parse_smaps_rollup, smaps_columns
+from loadmem.procfs.stat import ProcStat, parse_stat
+from loadmem.procfs.status import ProcStatus, parse_status
+from loadmem.recorder.scheduler import Candidate, PssState, TokenBucket, due_order
+from loadmem.recorder.selection import Key, ProcessSelector, Watched
+from loadmem.recording.schema import SMAPS_COLUMNS, meminfo_column
+
+_NULL_SMAPS: dict[str, int | None] = dict.fromkeys(SMAPS_COLUMNS.values())
+
+
+def _reason(e: ProcessError) -> str:
+    return e.reason
+
+
+@dataclass
+class TickResult:
+    system: dict[str, Any]
+    processes: list[dict[str, Any]]
+    cgroup: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    cheap_us: int = 0
+    smaps_reads: int = 0
+    smaps_us: int = 0
+    smaps_max_us: int = 0
+    errors: int = 0
+    pss_oldest_s: float | None = None
+    sum_rss: int = 0  # role "target"
+    sum_pss: int = 0  # role "target", latest known figures
+    target_processes: int = 0
+
+
+@dataclass
+class _ProcInfo:
+    """The sampler's memory of one watched process between ticks."""
+
+    watched: Watched
+    cmdline: str | None = None
+    comm: str | None = None
+    cgroup: CgroupRef | None = None
+    faults: int = 0
+    pss: PssState = field(default_factory=PssState)
+
+
+class Sampler:
+    """Samples one tick; keeps per-process state (PSS carried forward, fault counters)."""
+
+    def __init__(
+        self,
+        selector: ProcessSelector,
+        bucket: TokenBucket,
+        procfs: ProcFS | None = None,
+        max_age: float = 15.0,
+        redact: Callable[[list[str]], list[str]] | None = None,
+        clk_tck: int | None = None,
+        read_cgroups: bool = True,
+    ):
+        self.selector = selector
+        self.bucket = bucket
+        self.procfs = procfs or selector.procfs
+        self.max_age = max_age
+        self.redact = redact
+        self.clk_tck = clk_tck or os.sysconf("SC_CLK_TCK")
+        self.read_cgroups = read_cgroups
+        self.meminfo_keys: list[str] | None = None
+        self.procs: dict[Key, _ProcInfo] = {}
+        self.group_faults: dict[Key, int] = {}
+        self.failures: dict[str, int] = {}  # reason -> count over the whole recording
+        self._warned: set[tuple[Any, str]] = set()
+        self._events: list[dict[str, Any]] = []
+        self._mounts: CgroupMounts | None = None
+        self._t = 0.0
+        self._ts: dt.datetime | None = None
+
+    # --- events --------------------------------------------------------------------
+    def event(self, kind: str, message: str = "", data: dict[str, Any] | None = None,
+              t: float | None = None, ts: dt.datetime | None = None) -> None:
+        self._events.append({
+            "ts": ts or self._ts or dt.datetime.now(dt.UTC),
+            "t": self._t if t is None else t,
+            "kind": kind,
+            "phase": None,
+            "message": message,
+            "data": json.dumps(data, sort_keys=True) if data is not None else None,
+        })
+
+    def take_events(self) -> list[dict[str, Any]]:
+        ev, self._events = self._events, []
+        return ev
+
+    def warn_once(self, ident: Any, reason: str, message: str, data: dict[str, Any]) -> None:
+        if (ident, reason) in self._warned:
+            return
+        self._warned.add((ident, reason))
+        self.event("warning", message, {"reason": reason, **data})
+
+    def _fail(self, reason: str) -> None:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+    # --- the tick ------------------------------------------------------------------
+    def tick(self, tick_no: int, t: float, ts: dt.datetime) -> TickResult:
+        self._t, self._ts = t, ts
+        c0 = time.perf_counter()
+        common = {"ts": ts, "t": t, "tick": tick_no}
+        meminfo = parse_meminfo(self.procfs.read("meminfo"))
+        if self.meminfo_keys is None:
+            self.meminfo_keys = list(meminfo)
+        system = dict(common)
+        for k, v in meminfo.items():
+            system[meminfo_column(k)] = v
+
+        added, gone = self.selector.update()
+        for w in gone:
+            self._exit(w)
+        for w in added:
+            self._start(w)
+
+        # cheap tier: stat + status of every watched process
+        rows: list[tuple[_ProcInfo, ProcStat, ProcStatus | None, list[str]]] = []
+        errors = 0
+        group_delta: dict[Key, int] = {}
+        for pid, w in list(self.selector.watched.items()):
+            key = (w.pid, w.start_time)
+            info = self.procs.get(key)
+            if info is None:
+                info = self._start(w)
+            try:
+                st = parse_stat(self.procfs.read_pid(pid, "stat"), self.clk_tck)
+            except (ProcessGone, ValueError, IndexError):
+                self.selector.forget(pid)
+                self._exit(w)
+                continue
+            except ProcessError as e:
+                errors += 1
+                self._fail("stat:" + _reason(e))
+                continue
+            if st.starttime != w.start_time:  # the pid was reused within one interval
+                self.selector.forget(pid)
+                self._exit(w)
+                continue
+            w.ppid = st.ppid
+            errs: list[str] = []
+            if st.comm != info.comm:  # exec() changed the program: re-read the command line
+                info.comm = st.comm
+                w.name = st.comm
+                info.cmdline = self._cmdline(pid)
+            status: ProcStatus | None = None
+            if st.state == "Z":
+                errs.append("zombie")
+            else:
+                try:
+                    status = parse_status(self.procfs.read_pid(pid, "status"))
+                except ProcessError as e:
+                    errs.append("status:" + _reason(e))
+            faults = st.minflt + st.majflt
+            if faults > info.faults:
+                group_delta[w.group] = group_delta.get(w.group, 0) + faults - info.faults
+            info.faults = faults
+            rows.append((info, st, status, errs))
+        for g, d in group_delta.items():
+            self.group_faults[g] = self.group_faults.get(g, 0) + d
+        cheap_us = int((time.perf_counter() - c0) * 1e6)
+
+        # budgeted smaps_rollup reads
+        self.bucket.refill()
+        self.bucket.charge()
+        fresh: set[Key] = set()
+        smaps_errs: dict[Key, str] = {}
+        reads, smaps_us, smaps_max = 0, 0, 0
+        cands = [
+            Candidate((i.watched.pid, i.watched.start_time), i.pss, i.faults,
+                      status.rss if status else None, self.group_faults.get(i.watched.group, 0))
+            for i, st, status, errs in rows if st.state != "Z"
+        ]
+        for c in due_order(cands, t, self.max_age):
+            if not self.bucket.allows:
+                break
+            info = self.procs[c.key]
+            r0 = time.perf_counter()
+            try:
+                text = self.procfs.read_pid(c.key[0], "smaps_rollup")
+            except AccessDenied:
+                info.pss.denied = True
+                smaps_errs[c.key] = "smaps:access-denied"
+                continue
+            except ZombieProcess:
+                smaps_errs[c.key] = "zombie"
+                continue
+            except ProcessError as e:
+                smaps_errs[c.key] = "smaps:" + _reason(e)
+                continue
+            finally:
+                self.bucket.charge()
+            us = int((time.perf_counter() - r0) * 1e6)
+            fields = parse_smaps_rollup(text)
+            if not fields:  # no address space: a kernel thread, or exited between reads
+                smaps_errs[c.key] = "smaps:empty"
+                continue
+            reads += 1
+            smaps_us += us
+            smaps_max = max(smaps_max, us)
+            s = info.pss
+            s.values = smaps_columns(fields)
+            s.read_t, s.read_us = t, us
+            s.faults_at_read = c.faults
+            s.rss_at_read = c.rss
+            s.group_faults_at_read = c.group_faults
+            fresh.add(c.key)
+
+        # rows
+        out: list[dict[str, Any]] = []
+        oldest: float | None = None
+        sum_rss = sum_pss = n_target = 0
+        for info, st, status, errs in rows:
+            w = info.watched
+            key = (w.pid, w.start_time)
+            if key in smaps_errs:
+                errs.append(smaps_errs[key])
+            elif info.pss.denied:
+                errs.append("smaps:access-denied")
+            for reason in errs:
+                errors += 1
+                self._fail(reason)
+                self.warn_once(key, reason, f"pid {w.pid} ({w.name}): {reason}",
+                               {"pid": w.pid, "start_time": w.start_time})
+            s = info.pss
+            zombie = st.state == "Z"
+            values = s.values if (s.values is not None and not zombie) else _NULL_SMAPS
+            row = {
+                **common,
+                "pid": w.pid, "start_time": w.start_time, "ppid": st.ppid, "name": st.comm,
+                "cmdline": info.cmdline, "role": w.role, "depth": w.depth, "state": st.state,
+                "threads": st.num_threads,
+                "rss": status.rss if status else None,
+                "rss_anon": status.rss_anon if status else None,
+                "rss_file": status.rss_file if status else None,
+                "rss_shmem": status.rss_shmem if status else None,
+                "vm_size": status.vm_size if status else None,
+                "swap": status.swap if status else None,
+                "minflt": st.minflt, "majflt": st.majflt, "utime": st.utime, "stime": st.stime,
+                **values,
+                "pss_fresh": key in fresh,
+                "pss_read_t": s.read_t if not zombie else None,
+                "pss_read_us": s.read_us if not zombie else None,
+                "error": ";".join(errs) if errs else None,
+            }
+            out.append(row)
+            if s.read_t is not None and not zombie and not s.denied:
+                age = t - s.read_t
+                oldest = age if oldest is None else max(oldest, age)
+            if w.role == "target":
+                n_target += 1
+                sum_rss += row["rss"] or 0
+                sum_pss += values.get("pss") or 0
+
+        cgroup_rows = self._cgroups(common) if self.read_cgroups else []
+        return TickResult(
+            system=system, processes=out, cgroup=cgroup_rows, events=self.take_events(),
+            cheap_us=cheap_us, smaps_reads=reads, smaps_us=smaps_us, smaps_max_us=smaps_max,
+            errors=errors, pss_oldest_s=oldest, sum_rss=sum_rss, sum_pss=sum_pss,
+            target_processes=n_target,
+        )
+
+    # --- process lifecycle ---------------------------------------------------------
+    def _start(self, w: Watched) -> _ProcInfo:
+        key = (w.pid, w.start_time)
+        info = self.procs.get(key)
+        if info is not None:
+            return info
+        info = _ProcInfo(watched=w, comm=w.name, cmdline=self._cmdline(w.pid))
+        if self.read_cgroups:
+            info.cgroup = self._cgroup_of(w.pid)
+        self.procs[key] = info
+        self.event("process_start", f"pid {w.pid} ({w.name})", {
+            "pid": w.pid, "start_time": w.start_time, "ppid": w.ppid, "role": w.role,
+            "depth": w.depth, "name": w.name,
+        })
+        return info
+
+    def _exit(self, w: Watched) -> None:
+        key = (w.pid, w.start_time)
+        if self.procs.pop(key, None) is None:
+            return
+        self.event("process_exit", f"pid {w.pid} ({w.name})",
+                   {"pid": w.pid, "start_time": w.start_time, "role": w.role})
+
+    def _cmdline(self, pid: int) -> str | None:
+        try:
+            raw = self.procfs.read_pid_bytes(pid, "cmdline")
+        except ProcessError:
+            return None
+        argv = [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+        if not argv:
+            return None
+        if self.redact is not None:
+            argv = self.redact(argv)
+        return " ".join(argv)
+
+    # --- cgroups -------------------------------------------------------------------
+    def _cgroup_of(self, pid: int) -> CgroupRef | None:
+        if self._mounts is None:
+            try:
+                self._mounts = parse_mountinfo_cgroups(self.procfs.read("self/mountinfo"))
+            except OSError:
+                self._mounts = CgroupMounts()
+        try:
+            return parse_proc_cgroup(self.procfs.read_pid(pid, "cgroup"), self._mounts)
+        except ProcessError:
+            return None
+
+    def _cgroups(self, common: dict[str, Any]) -> list[dict[str, Any]]:
+        refs = {i.cgroup for i in self.procs.values() if i.cgroup is not None}
+        rows: list[dict[str, Any]] = []
+        for ref in sorted(refs, key=lambda r: (r.version, r.path)):
+            mount = self._mounts.v1_memory if ref.version == 1 else self._mounts.v2  # type: ignore[union-attr]
+            if mount is None:
+                continue
+            base = mount + ref.path.rstrip("/")
+            try:
+                usage = parse_usage(self.procfs.read_abs(f"{base}/{usage_file(ref.version)}"))
+                stat = parse_memory_stat(self.procfs.read_abs(f"{base}/memory.stat"))
+            except (OSError, ValueError) as e:
+                self.warn_once(("cgroup", ref.path), "cgroup:unreadable",
+                               f"memory cgroup {ref.path} is not readable: {e}",
+                               {"cgroup": ref.path, "version": ref.version})
+                continue
+            base_row = {**common, "cgroup": ref.path, "version": ref.version}
+            rows.append({**base_row, "key": "usage", "value": usage})
+            rows.extend({**base_row, "key": k, "value": v} for k, v in stat.items())
+        return rows

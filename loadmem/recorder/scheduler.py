@@ -1,0 +1,102 @@
+"""The PSS budget: which smaps_rollup reads to make this tick, within a CPU budget.
+
+Reading ``/proc/PID/smaps_rollup`` walks the target's page tables (about 14 µs per resident
+MiB, holding its mmap lock), so the recorder cannot read every process every tick. It keeps
+its *total* CPU (cheap tier, discovery, writing and the page walks, all measured with
+``time.process_time()``, which includes the kernel time of the walks) under ``budget`` (a
+fraction of one core) with a token bucket:
+
+- the bucket refills at ``budget × elapsed wall time`` and is capped at ``cap_s`` seconds
+  of refill, so an idle stretch does not buy an unbounded burst;
+- it is charged the real CPU the recorder used, including each read as it happens;
+- a read starts only while the balance is positive, so one large read may drive it
+  negative; then reads wait until the refill brings it back above zero.
+
+A process is *due* when it was never read, when its figure is older than ``max_age``, or
+when it is *dirty*: its faults or RSS moved since its last read, or a process of its
+sharing group (the same tree: copy-on-write in one changes its siblings' and parent's PSS)
+faulted. Due processes are read in this order: never read, then overdue (oldest first),
+then dirty (most fault activity first). A due read that does not fit is skipped: the
+previous figure is carried forward and marked stale, never estimated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class TokenBucket:
+    """CPU-seconds budget. ``refill(wall_now)`` then ``charge(cpu_now)`` as time passes."""
+
+    def __init__(self, budget: float, cap_s: float = 5.0, wall_now: float | None = None,
+                 cpu_now: float | None = None):
+        self.budget = budget
+        self.cap = budget * cap_s
+        self.balance = self.cap  # start full: the first round of reads is the baseline
+        self._wall = time.monotonic() if wall_now is None else wall_now
+        self._cpu = time.process_time() if cpu_now is None else cpu_now
+
+    def refill(self, wall_now: float | None = None) -> None:
+        wall_now = time.monotonic() if wall_now is None else wall_now
+        self.balance = min(self.cap, self.balance + self.budget * max(0.0, wall_now - self._wall))
+        self._wall = wall_now
+
+    def charge(self, cpu_now: float | None = None) -> float:
+        """Charge the CPU used since the last charge; return it."""
+        cpu_now = time.process_time() if cpu_now is None else cpu_now
+        used = max(0.0, cpu_now - self._cpu)
+        self._cpu = cpu_now
+        self.balance -= used
+        return used
+
+    @property
+    def allows(self) -> bool:
+        return self.balance > 0
+
+
+@dataclass
+class PssState:
+    """What the scheduler knows of one process's smaps_rollup figures."""
+
+    read_t: float | None = None  # t of the last successful read
+    read_us: int | None = None
+    values: dict[str, int | None] | None = None
+    faults_at_read: int = 0  # own minflt + majflt at the last read
+    rss_at_read: int | None = None
+    group_faults_at_read: int = 0  # the sharing group's fault counter at the last read
+    denied: bool = False  # smaps_rollup is not readable: stop trying
+
+
+@dataclass
+class Candidate:
+    key: tuple[int, int]
+    state: PssState
+    faults: int  # own cumulative minflt + majflt now
+    rss: int | None
+    group_faults: int  # the group's cumulative fault counter now
+
+
+def due_order(cands: Iterable[Candidate], now_t: float, max_age: float) -> list[Candidate]:
+    """The due processes, most urgent first (see module docstring)."""
+    never, overdue, dirty = [], [], []
+    for c in cands:
+        s = c.state
+        if s.denied:
+            continue
+        if s.read_t is None:
+            never.append(c)
+            continue
+        age = now_t - s.read_t
+        if age >= max_age:
+            overdue.append((-age, c))
+            continue
+        own = c.faults - s.faults_at_read
+        group = c.group_faults - s.group_faults_at_read
+        rss_moved = c.rss is not None and s.rss_at_read is not None and c.rss != s.rss_at_read
+        if own > 0 or group > 0 or rss_moved:
+            dirty.append((-(own + group), -age, c))
+    overdue.sort(key=lambda x: x[0])
+    dirty.sort(key=lambda x: (x[0], x[1]))
+    return never + [c for _, c in overdue] + [c for _, _, c in dirty]

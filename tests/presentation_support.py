@@ -1,0 +1,101 @@
+"""Real recordings for the plot and report tests, made once per test session.
+
+A forked workload under the real recorder (``loadmem record``): a parent fills 32 MiB of
+anonymous memory, forks 2 children, and the children then overwrite their inherited copy a
+slice at a time: copy-on-write unsharing with flat RSS, the drain the figure must show.
+And, when ``loadmem run`` works, a short demo run (phases and a requests table).
+Recordings live in a temporary directory removed at exit; each is made at most once even
+when both test modules ask for it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_TMP = Path(tempfile.mkdtemp(prefix="loadmem-presentation-"))
+atexit.register(shutil.rmtree, _TMP, True)
+
+# Parent: 32 MiB touched, 2 children forked, "ready" printed. Each child waits 1.5 s, then
+# rewrites its inherited pages in 8 slices over ~2 s (copy-on-write), then idles.
+WORKLOAD = r"""
+import os, sys, time
+MiB = 1 << 20
+buf = bytearray(os.urandom(1024)) * (32 * 1024)
+kids = []
+for i in range(2):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(1.5 + 0.2 * i)
+        for s in range(8):
+            for off in range(s * 4 * MiB, (s + 1) * 4 * MiB, 4096):
+                buf[off] = (buf[off] + 1) & 0xFF
+            time.sleep(0.25)
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _python() -> str:
+    return sys.executable
+
+
+@functools.cache
+def cow_recording() -> Path:
+    """A recording of the copy-on-write workload, 5 s at 0.2 s by the real recorder."""
+    out = _TMP / "cow"
+    work = subprocess.Popen(
+        [_python(), "-c", WORKLOAD], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert work.stdout is not None
+        line = work.stdout.readline()
+        assert line.strip() == "ready", f"workload did not start: {line!r}"
+        rec = subprocess.run(
+            [_python(), "-m", "loadmem", "record", "--pid", str(work.pid), "--interval",
+             "0.2s", "--duration", "5s", "--pss-budget", "50%", "--pss-max-age", "1s",
+             "--out", str(out), "--label", "cow <test> & co"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert rec.returncode == 0, f"loadmem record failed: {rec.stderr[-2000:]}"
+    finally:
+        os.killpg(work.pid, signal.SIGKILL)
+        work.wait(timeout=10)
+    return out
+
+
+def run_works() -> bool:
+    """True once ``loadmem run`` is implemented (not the skeleton's placeholder)."""
+    src = (ROOT / "loadmem" / "cli" / "run.py").read_text()
+    return "not implemented yet" not in src
+
+
+@functools.cache
+def demo_recording() -> Path:
+    """A short ``loadmem run`` of the bundled demo: phases, requests, a drain in observe."""
+    out = _TMP / "demo"
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [_python(), "-m", "loadmem", "run", "scenarios/demo.py", "--target", "demo",
+         "--users", "4", "--spawn-rate", "4", "--baseline", "2s", "--load", "4s",
+         "--observe", "8s", "--interval", "0.5s", "--demo-workers", "2",
+         "--demo-table-mb", "24", "--out", str(out), "--label", "demo-test"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), (
+        f"loadmem run failed ({proc.returncode}) after {time.monotonic() - t0:.0f}s: "
+        f"{proc.stderr[-3000:]}"
+    )
+    return out

@@ -1,0 +1,108 @@
+"""The comparison rules on hand-made figures: verdicts, noise sources, regressions.
+
+tests/test_compare_real.py checks the same code on real recordings of forked children.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from loadmem.errors import LoadmemError
+from loadmem.gates.compare import RecordingSummary, compare
+from loadmem.gates.compare_render import render_json, render_markdown, render_text
+from loadmem.gates.config import RegressionBudget
+from loadmem.gates.metrics import lookup
+from loadmem.gates.noise import RecordingNoise
+
+MIB = float(2**20)
+
+
+def summary(side: str, name: str, noise: RecordingNoise | None = None, **figs) -> RecordingSummary:
+    figures = {k.replace("__", "."): v for k, v in figs.items()}
+    return RecordingSummary(path=f"/r/{name}", label=name, side=side, figures=figures,
+                            noise=noise or RecordingNoise(window="baseline phase"))
+
+
+def test_verdicts_follow_the_direction_of_better():
+    base = summary("base", "v1", cow__unshared_bytes=1 * MIB, requests__rps=100.0,
+                   latency__p95_ms=50.0, page_cache__delta_bytes=0.0)
+    new = summary("new", "v2", cow__unshared_bytes=60 * MIB, requests__rps=150.0,
+                  latency__p95_ms=50.5, page_cache__delta_bytes=100 * MIB)
+    comp = compare([base, new])
+    cow = comp.change("cow.unshared_bytes")
+    assert cow is not None and cow.verdict == "worse" and cow.delta == 59 * MIB
+    assert comp.change("requests.rps").verdict == "better"  # higher is better
+    assert comp.change("latency.p95_ms").verdict == "within noise"  # under the 1 ms floor
+    assert comp.change("page_cache.delta_bytes").verdict == "changed"  # no direction
+    # no allowance configured: informative only
+    assert not comp.regressions and comp.exit_code == 0
+    assert "cow.unshared_bytes +59.0 MB" in comp.headline()
+
+
+def test_fail_on_regression_and_per_metric_budget():
+    base = summary("base", "v1", watched__pss_end_bytes=100 * MIB, latency__p95_ms=100.0)
+    new = summary("new", "v2", watched__pss_end_bytes=108 * MIB, latency__p95_ms=115.0)
+    comp = compare([base, new], fail_on_regression=0.10)
+    assert comp.change("watched.pss_end_bytes").verdict == "worse"
+    assert not comp.change("watched.pss_end_bytes").regression  # +8% < 10%
+    assert comp.change("latency.p95_ms").regression and comp.exit_code == 1
+    p95 = lookup("latency.p95_ms")
+    comp = compare([base, new], fail_on_regression=0.10,
+                   budgets={"latency.p95_ms": RegressionBudget(p95, relative=0.20, text="20%")})
+    assert not comp.regressions and comp.exit_code == 0
+    pss = lookup("watched.pss_end_bytes")
+    comp = compare([base, new], budgets={
+        "watched.pss_end_bytes": RegressionBudget(pss, absolute=4 * MIB, text="4M")})
+    assert [c.metric.name for c in comp.regressions] == ["watched.pss_end_bytes"]
+
+
+def test_noise_from_repeats_and_from_the_baseline():
+    # Repeats: the base side spreads by 30 MiB, so a 20 MiB change is within noise.
+    recs = [summary("base", "a1", watched__pss_delta_bytes=10 * MIB),
+            summary("base", "a2", watched__pss_delta_bytes=40 * MIB),
+            summary("new", "b1", watched__pss_delta_bytes=45 * MIB)]
+    c = compare(recs, fail_on_regression=0.10).change("watched.pss_delta_bytes")
+    assert c.noise == 30 * MIB and "repeats" in c.noise_source
+    assert c.verdict == "within noise" and not c.regression
+    # Baseline sigma 5 MiB -> noise 3*sqrt(2)*5 = 21.2 MiB: +15 MiB is noise, +30 is not.
+    noisy = RecordingNoise(window="baseline phase", pss_bytes=5 * MIB, rss_bytes=1 * MIB)
+    for delta, verdict in ((15, "within noise"), (30, "worse")):
+        recs = [summary("base", "a", noisy, watched__pss_delta_bytes=0.0),
+                summary("new", "b", noisy, watched__pss_delta_bytes=delta * MIB)]
+        c = compare(recs).change("watched.pss_delta_bytes")
+        assert c.noise == pytest.approx(3 * 2**0.5 * 5 * MIB)
+        assert c.verdict == verdict
+    # System-wide figures also allow for what unwatched processes did.
+    sysn = RecordingNoise(window="baseline phase", used_bytes=1 * MIB)
+    recs = [summary("base", "a", sysn, observe__used_delta_bytes=0.0,
+                    other_processes__delta_bytes=0.0),
+            summary("new", "b", sysn, observe__used_delta_bytes=80 * MIB,
+                    other_processes__delta_bytes=90 * MIB)]
+    c = compare(recs).change("observe.used_delta_bytes")
+    assert c.verdict == "within noise" and "unwatched" in c.noise_source
+
+
+def test_renderings_and_sides():
+    base = summary("base", "v1", cow__unshared_bytes=0.0, sharing_ratio__end=0.2)
+    new = summary("new", "v2", cow__unshared_bytes=48 * MIB, sharing_ratio__end=0.6)
+    comp = compare([base, new], fail_on_regression=0.10)
+    out = io.StringIO()
+    render_text(comp, out)
+    text = out.getvalue()
+    assert text.startswith("loadmem compare: 2 regression(s)")
+    row = next(ln for ln in text.splitlines() if ln.strip().startswith("cow.unshared_bytes"))
+    assert "48.0 MB" in row and "+48.0 MB" in row and "WORSE REGRESSION" in row
+    md = io.StringIO()
+    render_markdown(comp, md)
+    assert "| `cow.unshared_bytes` | 0 B | 48.0 MB | +48.0 MB |" in md.getvalue()
+    js = io.StringIO()
+    render_json(comp, js)
+    data = json.loads(js.getvalue())
+    assert data["regressions"] == ["sharing_ratio.end", "cow.unshared_bytes"] or set(
+        data["regressions"]) == {"sharing_ratio.end", "cow.unshared_bytes"}
+    assert data["exit_code"] == 1
+    with pytest.raises(LoadmemError, match="each side"):
+        compare([base])

@@ -1,0 +1,206 @@
+"""Secrets in command lines are hidden; ordinary options, ports and paths are left alone."""
+
+import pytest
+
+from loadmem.redact import REDACTED, is_secret_name, redact_argv, redact_text
+
+# (argv, expected) pairs: every secret form the recorder may meet on a real host.
+REDACTED_ARGV = [
+    # long options, both spellings
+    (["app", "--password=hunter2"], ["app", "--password=***"]),
+    (
+        ["app", "--password", "hunter2", "--port", "8080"],
+        ["app", "--password", "***", "--port", "8080"],
+    ),
+    (["app", "--db-password", "hunter2"], ["app", "--db-password", "***"]),
+    (["app", "--api-key=abc123"], ["app", "--api-key=***"]),
+    (["app", "--apiKey", "abc123"], ["app", "--apiKey", "***"]),
+    (["app", "--token", "abc123"], ["app", "--token", "***"]),
+    (["app", "--github-token=abc123"], ["app", "--github-token=***"]),
+    (["app", "--client-secret", "s3"], ["app", "--client-secret", "***"]),
+    (
+        ["app", "--aws-secret-access-key", "wJalrXUtnFEMI/K7MDENG"],
+        ["app", "--aws-secret-access-key", "***"],
+    ),
+    (["app", "--auth", "bob:pw"], ["app", "--auth", "***"]),
+    (["app", "--db-pass", "pw"], ["app", "--db-pass", "***"]),
+    # single-dash long options (Go, openssl, Java properties)
+    (["openssl", "enc", "-pass", "pass:hunter2"], ["openssl", "enc", "-pass", "***"]),
+    (
+        ["java", "-Djavax.net.ssl.keyStorePassword=changeit", "-jar", "a.jar"],
+        ["java", "-Djavax.net.ssl.keyStorePassword=***", "-jar", "a.jar"],
+    ),
+    # mysql-style -p
+    (["mysql", "-u", "root", "-phunter2", "shop"], ["mysql", "-u", "root", "-p***", "shop"]),
+    (
+        ["/usr/bin/mysqldump", "-u", "root", "-p", "hunter2"],
+        ["/usr/bin/mysqldump", "-u", "root", "-p", "***"],
+    ),
+    (["sudo", "mariadb", "-psecret"], ["sudo", "mariadb", "-p***"]),
+    (["sshpass", "-p", "hunter2", "ssh", "host"], ["sshpass", "-p", "***", "ssh", "host"]),
+    (["redis-cli", "-a", "hunter2", "ping"], ["redis-cli", "-a", "***", "ping"]),
+    # user:secret for curl-like tools keeps the user
+    (
+        ["curl", "-u", "bob:hunter2", "http://127.0.0.1/"],
+        ["curl", "-u", "bob:***", "http://127.0.0.1/"],
+    ),
+    (["curl", "--user=bob:hunter2", "x"], ["curl", "--user=bob:***", "x"]),
+    (["curl", "-ubob:hunter2"], ["curl", "-ubob:***"]),
+    # key=value arguments, environment style included
+    (["cmd", "token=abc123"], ["cmd", "token=***"]),
+    (["cmd", "api_key=abc123"], ["cmd", "api_key=***"]),
+    (["cmd", "secret=abc123"], ["cmd", "secret=***"]),
+    (
+        ["env", "PASSWORD=hunter2", "DB_PASSWORD=x", "python", "app.py"],
+        ["env", "PASSWORD=***", "DB_PASSWORD=***", "python", "app.py"],
+    ),
+    (
+        ["env", "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI", "aws", "s3", "ls"],
+        ["env", "AWS_SECRET_ACCESS_KEY=***", "aws", "s3", "ls"],
+    ),
+    (
+        ["docker", "run", "--env=DB_PASSWORD=x", "img"],
+        ["docker", "run", "--env=DB_PASSWORD=***", "img"],
+    ),
+    (
+        ["docker", "run", "-e", "GITHUB_TOKEN=x", "img"],
+        ["docker", "run", "-e", "GITHUB_TOKEN=***", "img"],
+    ),
+    # URLs with credentials
+    (["app", "--db-url", "postgres://u:p@h/db"], ["app", "--db-url", "postgres://u:***@h/db"]),
+    (["app", "--db-url=postgres://u:p@h:5432/db"], ["app", "--db-url=postgres://u:***@h:5432/db"]),
+    (
+        ["celery", "-b", "redis://:hunter2@127.0.0.1:6379/0"],
+        ["celery", "-b", "redis://:***@127.0.0.1:6379/0"],
+    ),
+    (
+        ["git", "clone", "https://user:pa@ss@example.com/r.git"],
+        ["git", "clone", "https://user:***@example.com/r.git"],
+    ),
+    (
+        ["app", "http://127.0.0.1/x?access_token=abc&page=2"],
+        ["app", "http://127.0.0.1/x?access_token=***&page=2"],
+    ),
+    # headers
+    (
+        ["curl", "-H", "Authorization: Bearer eyJabc.def.ghi"],
+        ["curl", "-H", "Authorization: Bearer ***"],
+    ),
+    (
+        ["curl", "-H", "Authorization: Basic Ym9iOmh1bnRlcjI="],
+        ["curl", "-H", "Authorization: Basic ***"],
+    ),
+    (["curl", "-H", "X-Api-Key: abc123"], ["curl", "-H", "X-Api-Key: ***"]),
+    (["curl", "-H", "Cookie: sessionid=abc; theme=dark"], ["curl", "-H", "Cookie: ***"]),
+    # token shapes wherever they appear
+    (["app", "AKIAIOSFODNN7EXAMPLE"], ["app", "***"]),
+    (["app", "--key-id", "ASIAIOSFODNN7EXAMPLE"], ["app", "--key-id", "***"]),
+    (
+        ["app", "--remote", "https://ghp_abcdefghijklmnopqrstuvwxyz0123456789@github.com/o/r"],
+        ["app", "--remote", "https://***@github.com/o/r"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), REDACTED_ARGV, ids=lambda v: " ".join(v)[:50])
+def test_secrets_are_redacted(argv, expected):
+    assert redact_argv(argv) == expected
+
+
+KEPT_ARGV = [
+    ["gunicorn", "-w", "4", "--preload", "-b", "127.0.0.1:8000", "app:app"],
+    ["python", "-m", "http.server", "-p", "8080"],  # -p is a port outside mysql tools
+    ["server", "--port", "8080", "--workers=4", "--max-tokens", "100"],
+    ["nginx", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"],
+    ["cat", "/etc/passwd", "/run/secrets.d/"],
+    ["app", "--password-file", "/run/secrets/db", "--token-file=/etc/token"],
+    ["docker", "login", "--password-stdin", "-u", "bob"],
+    ["ansible-playbook", "--ask-pass", "-i", "hosts", "site.yml"],
+    ["psql", "--no-password", "-h", "127.0.0.1", "-p", "5432"],
+    ["app", "--auth-type", "basic", "--pass-through", "x"],
+    ["ssh", "-i", "/home/bob/.ssh/id_rsa", "-p", "2222", "bob@host"],
+    ["app", "--url", "http://127.0.0.1:8080/path@x", "http://example.com/a:b@c"],
+    ["env", "PWD=/srv/app", "HOME=/root", "python3"],
+    ["git", "log", "4b825dc642cb6eb9a060e54bf8d69288fbee4904"],
+    ["app", "--key", "/etc/ssl/private/key.pem", "--bypass", "1", "--compass=north"],
+    ["curl", "-X", "POST", "-H", "Content-Type: application/json", "http://127.0.0.1/"],
+    ["python3", "-u", "worker.py", "--queue", "tokens"],
+    [],
+]
+
+
+@pytest.mark.parametrize("argv", KEPT_ARGV, ids=lambda v: " ".join(v)[:50])
+def test_ordinary_arguments_are_kept(argv):
+    assert redact_argv(argv) == argv
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"password": "hunter2", "user": "bob"}', '{"password": "***", "user": "bob"}'),
+        ("password: hunter2", "password: ***"),
+        (
+            "connect to mysql://root:hunter2@db:3306/shop now",
+            "connect to mysql://root:***@db:3306/shop now",
+        ),
+        ("GET /?api_key=abc&q=1 HTTP/1.1", "GET /?api_key=***&q=1 HTTP/1.1"),
+        ("header Bearer abcdefghijk0123 sent", "header Bearer *** sent"),
+        ("xoxb-123456789012-abcdefghij", "***"),
+        ("sk_live_abcdefghijklmnop1234", "***"),
+        ("AIzaSyA1234567890abcdefghijklmnopqrstuv", "***"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+            "-----BEGIN RSA PRIVATE KEY-----***-----END RSA PRIVATE KEY-----",
+        ),
+        ("the bearer of bad news", "the bearer of bad news"),
+        ("max_tokens=100 workers=4", "max_tokens=100 workers=4"),
+        ("", ""),
+    ],
+)
+def test_redact_text(text, expected):
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize("argv", [a for a, _ in REDACTED_ARGV] + KEPT_ARGV)
+def test_redaction_is_idempotent_and_keeps_length(argv):
+    once = redact_argv(argv)
+    assert len(once) == len(argv)
+    assert redact_argv(once) == once
+    assert all(redact_text(a) == a for a in once if REDACTED in a)
+
+
+def test_no_secret_survives():
+    """The secrets of every redacted case are gone from the output, not just moved."""
+    secrets = ["hunter2", "abc123", "wJalrXUtnFEMI", "changeit", "Ym9iOmh1bnRlcjI="]
+    for argv, _ in REDACTED_ARGV:
+        joined = "\x00".join(redact_argv(argv))
+        for s in secrets:
+            assert s not in joined, (argv, s)
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("password", True),
+        ("--db-password", True),
+        ("keyStorePassword", True),
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("aws_access_key_id", True),
+        ("X-Auth-Token", True),
+        ("APIKey", True),
+        ("session_id", True),
+        ("DB_PWD", True),
+        ("PWD", False),
+        ("token_file", False),
+        ("--password-file", False),
+        ("--no-password", False),
+        ("--auth-type", False),
+        ("port", False),
+        ("key", False),
+        ("max_tokens", False),
+        ("bypass", False),
+        ("", False),
+    ],
+)
+def test_is_secret_name(name, secret):
+    assert is_secret_name(name) is secret
