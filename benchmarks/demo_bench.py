@@ -86,18 +86,48 @@ def drain(variant: str, table_mb: float, workers: int) -> dict[str, float]:
     }
 
 
-def locust_rate(server: DemoServer, seconds: int, users: int) -> dict[str, float]:
+def no_wait_copy(directory: Path) -> Path:
+    """scenarios/demo.py with ``wait_time = constant(0)``: the server's capacity, not the mix."""
+    text = (REPO / "scenarios" / "demo.py").read_text()
+    text = text.replace("wait_time = between(0.001, 0.01)", "wait_time = constant(0)")
+    text = text.replace("import FastHttpUser, between,", "import FastHttpUser, between, constant,")
+    assert "constant(0)" in text and "between, constant," in text, "demo.py changed: update me"
+    path = directory / "demo_no_wait.py"
+    path.write_text(text)
+    return path
+
+
+def locust_rate(
+    server: DemoServer, seconds: int, users: int, scenario: Path | None = None
+) -> dict[str, float]:
+    scenario = scenario or REPO / "scenarios" / "demo.py"
     proc = subprocess.run(
-        [str(LOCUST), "--headless", "-f", str(REPO / "scenarios" / "demo.py"), "--host", server.url,
+        [str(LOCUST), "--headless", "-f", str(scenario), "--host", server.url,
          "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--json", "--only-summary",
          "--loglevel", "WARNING"],
         capture_output=True, text=True, timeout=seconds + 120, check=True,
     )  # fmt: skip
-    stats = json.loads(proc.stdout)
+    stats = [s for s in json.loads(proc.stdout) if s["num_requests"]]
     requests = sum(s["num_requests"] for s in stats)
     failures = sum(s["num_failures"] for s in stats)
     elapsed = max(s["last_request_timestamp"] for s in stats) - min(s["start_time"] for s in stats)
-    return {"requests": requests, "failures": failures, "rps": requests / elapsed}
+    merged: dict[str, int] = {}
+    for entry in stats:
+        for ms, count in entry["response_times"].items():
+            merged[ms] = merged.get(ms, 0) + count
+    p99 = percentile(merged, 0.99)
+    return {"requests": requests, "failures": failures, "rps": requests / elapsed, "p99": p99}
+
+
+def percentile(histogram: dict[str, int], q: float) -> float:
+    """Locust's JSON keeps a histogram {rounded ms: count}; read a percentile off it."""
+    hist = sorted((float(k), v) for k, v in histogram.items())
+    target, seen = q * sum(v for _, v in hist), 0
+    for ms, count in hist:
+        seen += count
+        if seen >= target:
+            return ms
+    return hist[-1][0] if hist else float("nan")
 
 
 def main() -> int:
@@ -109,11 +139,16 @@ def main() -> int:
     args = p.parse_args()
 
     rows = []
+    started = time.monotonic()
     for variant in ("default", "frozen"):
         d = drain(variant, args.table_mb, args.workers)
-        with start_demo(workers=args.workers, table_mb=args.table_mb, variant=variant) as s:
+        with (
+            start_demo(workers=args.workers, table_mb=args.table_mb, variant=variant) as s,
+            tempfile.TemporaryDirectory() as tmp,
+        ):
             r = locust_rate(s, args.seconds, args.users)
-        rows.append((variant, d, r))
+            r_max = locust_rate(s, args.seconds, args.users, no_wait_copy(Path(tmp)))
+        rows.append((variant, d, r, r_max))
 
     print(
         f"demo server, {args.workers} workers, --table-mb {args.table_mb:g}; "
@@ -121,15 +156,22 @@ def main() -> int:
     )
     print(
         "| variant | entries | table RSS MiB | build s | full gc s | unshared MiB/worker "
-        "(Private_Dirty) | group PSS growth MiB | sum RSS MiB (growth) | req/s | failures |"
+        "(Private_Dirty) | group PSS growth MiB | sum RSS MiB (growth) | req/s demo.py "
+        "(p99 ms) | req/s no wait (p99 ms) | failures |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for variant, d, r in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for variant, d, r, m in rows:
         print(
             f"| {variant} | {d['entries']} | {d['table_rss_mb']:.1f} | {d['build_seconds']:.2f} "
             f"| {d['gc_seconds']:.3f} | {d['private_dirty_per_worker']:.1f} "
             f"| {d['group_pss_growth']:.1f} | {d['sum_rss_before']:.0f} "
-            f"({d['sum_rss_growth']:+.1f}) | {r['rps']:.0f} | {r['failures']} |"
+            f"({d['sum_rss_growth']:+.1f}) | {r['rps']:.0f} ({r['p99']:.0f}) "
+            f"| {m['rps']:.0f} ({m['p99']:.0f}) | {r['failures'] + m['failures']} |"
+        )
+    with open("/proc/loadavg") as f:
+        print(
+            f"\nload average at the end: {' '.join(f.read().split()[:3])}; "
+            f"took {time.monotonic() - started:.0f} s"
         )
     base = rows[0][1]["group_pss_growth"]
     if base > 0:

@@ -99,3 +99,44 @@ def demo_recording() -> Path:
         f"{proc.stderr[-3000:]}"
     )
     return out
+
+
+@functools.cache
+def system_only_recording() -> Path:
+    """``loadmem record`` with no selector: system-wide figures only, no processes."""
+    out = _TMP / "system-only"
+    rec = subprocess.run(
+        [_python(), "-m", "loadmem", "record", "--interval", "0.2s", "--duration", "1.5s",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert rec.returncode == 0, f"loadmem record failed: {rec.stderr[-2000:]}"
+    return out
+
+
+@functools.cache
+def killed_recording() -> Path:
+    """A recorder SIGKILLed mid-run: segments only, meta.json still says "recording"."""
+    out = _TMP / "killed"
+    work = subprocess.Popen(
+        [_python(), "-c", WORKLOAD], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert work.stdout is not None
+        assert work.stdout.readline().strip() == "ready"
+        rec = subprocess.Popen(
+            [_python(), "-m", "loadmem", "record", "--pid", str(work.pid), "--interval",
+             "0.2s", "--flush", "0.4s", "--duration", "30s", "--out", str(out)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        seg = out / "processes"
+        while time.monotonic() < deadline and len(list(seg.glob("*.parquet"))) < 3:
+            time.sleep(0.1)
+        rec.kill()
+        rec.wait(timeout=10)
+    finally:
+        os.killpg(work.pid, signal.SIGKILL)
+        work.wait(timeout=10)
+    return out

@@ -5,10 +5,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -129,6 +131,27 @@ def test_pipelined_requests_and_bad_requests_on_a_raw_socket(server: DemoServer)
     assert data.startswith(b"HTTP/1.1 400 ")
 
 
+def test_a_pipelining_client_that_reads_late_gets_every_answer(server: DemoServer) -> None:
+    # ~8 MiB of answers: more than the worker buffers for one connection, so it has to
+    # stop reading, wait for this client to catch up, and then answer the rest.
+    count = 6000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+
+        def send_all() -> None:
+            sock.sendall(b"GET /api/items HTTP/1.1\r\n\r\n" * (count - 1))
+            sock.sendall(b"GET /api/items HTTP/1.1\r\nConnection: close\r\n\r\n")
+
+        sender = threading.Thread(target=send_all, daemon=True)
+        sender.start()
+        time.sleep(0.5)  # read late: let the answers pile up first
+        received = bytearray()
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+        sender.join(timeout=20)
+    assert len(received) > 2 << 20
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == count
+
+
 def test_listens_on_loopback_only() -> None:
     with pytest.raises(LoadmemError, match="loopback"):
         start_demo(workers=1, table_mb=0, port=0, host="0.0.0.0")
@@ -190,3 +213,42 @@ def test_start_failure_is_a_clear_error_with_the_log_tail() -> None:
     message = str(err.value)
     assert "exited (code 2) before it was ready" in message
     assert f"cannot listen on 127.0.0.1:{port}" in message
+
+
+def test_start_timeout_is_a_clear_error_and_kills_the_server() -> None:
+    before = _children(os.getpid())
+    with pytest.raises(LoadmemError, match="not ready within"):
+        start_demo(workers=1, table_mb=64, timeout=0.05)
+    assert _children(os.getpid()) <= before  # the server was stopped and reaped
+
+
+def _housekeeping_lines(log) -> list[int]:
+    """Worker indexes in the order their idle collections were logged."""
+    text = log.read_text(errors="replace")
+    return [int(i) for i in re.findall(r"worker (\d+) \(pid \d+\): idle housekeeping", text)]
+
+
+def test_housekeeping_waits_for_traffic_and_runs_in_worker_order(tmp_path) -> None:
+    log = tmp_path / "demo.log"
+    with start_demo(
+        workers=2, table_mb=2, idle_gc_after=0.2, idle_gc_stagger=3.0, log_path=log
+    ) as s:
+        for _ in range(10):
+            assert _get(s, "/health")[0] == 200
+        time.sleep(1.0)  # five times idle_gc_after: probes alone must not arm housekeeping
+        assert _housekeeping_lines(log) == []
+        for _ in range(20):  # new connections: both workers get some
+            assert _get(s, "/")[0] == 200
+        assert _wait_for(lambda: len(_housekeeping_lines(log)) >= 2, timeout=20)
+        assert _housekeeping_lines(log)[:2] == [0, 1]  # staggered by worker index
+
+
+def test_housekeeping_repeats_while_idle_when_asked(tmp_path) -> None:
+    log = tmp_path / "demo.log"
+    with start_demo(
+        workers=1, table_mb=2, idle_gc_after=0.1, idle_gc_repeat=0.2, log_path=log
+    ) as s:
+        assert _get(s, "/api/items")[0] == 200
+        assert _wait_for(lambda: len(_housekeeping_lines(log)) >= 3, timeout=20)
+        health = json.loads(_get(s, "/health")[1])
+        assert health["gc_runs"] >= 3

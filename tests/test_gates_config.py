@@ -120,3 +120,13 @@ def test_ci_example_config_is_accepted():
     cfg = load_config(path)
     assert len(cfg.gates) >= 5
     assert cfg.fail_on_regression is not None
+
+
+def test_docs_list_every_metric_and_alias():
+    from loadmem.gates.metrics import METRICS
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "gates.md").read_text()
+    for m in METRICS:
+        assert f"`{m.name}`" in docs, m.name
+        for a in m.aliases:
+            assert f"`{a}`" in docs, a

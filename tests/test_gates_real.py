@@ -93,3 +93,24 @@ def test_bad_input_is_one_line_exit_2(recs, tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     done = run_cli("gate", str(tmp_path / "nope"))
     assert done.returncode == 2 and "no recording at" in done.stderr
+
+
+def test_catalogue_matches_the_analyzer(recs):
+    """Every catalogued figure is one the analyzer really publishes (names are a contract)."""
+    from loadmem.analysis import analyze
+    from loadmem.gates.metrics import METRICS
+
+    published = set(analyze(recs["drain"]).figures)
+    catalogued = {m.name for m in METRICS if not m.derived}
+    assert catalogued <= published, catalogued - published
+
+
+def test_default_gates_and_window(recs, tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')  # root, no config
+    whole = run_gates(recs["drain"], start_dir=tmp_path)
+    assert "no gates config found" in whole.notes[0]
+    assert not whole.passed
+    assert [r.name for r in whole.failed] == ["pss_growth"]
+    # the children start overwriting after a quiet lead-in: the first second is clean
+    lead_in = run_gates(recs["drain"], start_dir=tmp_path, window=":1s")
+    assert lead_in.passed, [r.message for r in lead_in.results]

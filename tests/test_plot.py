@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from presentation_support import cow_recording, demo_recording, run_works
+from presentation_support import (
+    cow_recording,
+    demo_recording,
+    killed_recording,
+    run_works,
+    system_only_recording,
+)
 
 from loadmem.analysis import analyze
 from loadmem.cli.main import main
@@ -27,7 +33,7 @@ def _axes_by_title(fig: Figure) -> dict[str, object]:
 
 
 def _line(ax, label: str):
-    lines = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    lines = [ln for ln in ax.get_lines() if ln.get_label().split("\n")[0] == label]
     assert lines, f"no line {label!r} in {ax.get_title(loc='left')!r}"
     return lines[0]
 
@@ -167,3 +173,24 @@ def test_demo_run_has_labelled_phases_and_load_panels():
     # phases are shaded in every data panel
     for title in (plot.TITLE_SYSTEM, plot.TITLE_RSS, plot.TITLE_TRUTH):
         assert len(axes[title].patches) >= 3
+
+
+def test_system_only_recording_says_what_is_missing(tmp_path: Path):
+    rec = open_recording(system_only_recording())
+    fig = render_figure(rec, analyze(rec))
+    axes = _axes_by_title(fig)
+    assert len(_line(axes[plot.TITLE_SYSTEM], "used (total - available)").get_xdata()) > 3
+    texts = _texts(fig)
+    assert "no watched processes in this range" in texts
+    assert any("no phases recorded" in t for t in texts)
+    assert main(["plot", str(rec.path), "-o", str(tmp_path / "s.svg")]) == 0
+
+
+def test_recording_cut_short_by_sigkill_still_plots(tmp_path: Path):
+    path = killed_recording()
+    assert not (path / "processes.parquet").exists()  # never merged: segments only
+    out = tmp_path / "killed.png"
+    assert main(["plot", str(path), "-o", str(out)]) == 0
+    fig = render_figure(open_recording(path), analyze(path))
+    pss = _line(_axes_by_title(fig)[plot.TITLE_TRUTH], "sum PSS").get_ydata()
+    assert np.count_nonzero(~np.isnan(pss)) >= 3

@@ -136,3 +136,33 @@ def test_control_channel_eof_stops_cleanly(tmp_path):
     assert r.returncode == 0, r.stderr
     rec = open_recording(Path(out))
     assert rec.complete and rec.meta["stop_reason"] == "control channel closed"
+
+
+def test_ctrl_c_stops_cleanly_and_tty_progress(tmp_path):
+    """SIGINT (Ctrl-C) is the normal end of an open-ended recording: complete, merged. On a
+    terminal, a one-line progress display is redrawn in place on stderr."""
+    import os
+    import pty
+    import signal
+    import time
+
+    out = tmp_path / "rec"
+    main_fd, sub_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadmem", "record", "--out", str(out), "--interval", "0.1s"],
+        stdout=subprocess.PIPE, stderr=sub_fd, text=True,
+    )
+    os.close(sub_fd)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while seen.count(b"\r") < 3 and time.monotonic() < deadline:
+        seen += os.read(main_fd, 4096)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    os.close(main_fd)
+    assert proc.returncode == 0
+    assert b"recording " in seen and b"available" in seen and seen.count(b"\n") == 0
+    assert f"next: loadmem analyze {out}" in stdout
+    rec = open_recording(out)
+    assert rec.complete and rec.meta["stop_reason"] == "signal SIGINT"
+    assert (out / "system.parquet").exists() and not (out / "system").exists()

@@ -53,6 +53,10 @@ def test_due_order():
     assert order[:3] == [5, 4, 6]
     assert order[3] == 2 and set(order[4:]) == {3, 7, 8}
     assert 1 not in order and 9 not in order
+    # with a 1 s tick, a figure 4.2 s old would be 5.2 s old at the next tick: overdue now
+    lead = [c.key[0] for c in due_order([_c(1, read_t=5.8)], now_t=10.0, max_age=5.0, lead=1.0)]
+    assert lead == [1]
+    assert due_order([_c(1, read_t=6.5)], now_t=10.0, max_age=5.0, lead=1.0) == []
 
 
 ALLOC = "import time; b = bytearray(48 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n" \
@@ -93,3 +97,5 @@ def test_budget_limits_reads_and_staleness_is_visible(tmp_path):
     assert min(r["budget_s"] for r in own) <= 0.0 + max_read
     stale = [r for r in rec.table("processes").to_pylist() if not r["pss_fresh"]]
     assert stale and all(r["pss"] is not None and r["pss_read_t"] < r["t"] for r in stale)
+    warned = [e for e in rec.events("warning") if e["data"]["reason"] == "budget-exhausted"]
+    assert len(warned) == 1  # said once, not every tick

@@ -75,3 +75,28 @@ def test_second_ctrl_c_stops_at_once_recording_readable(tmp_path: Path):
     assert rec.table("system").num_rows > 0 and rec.table("requests").num_rows > 0
     observe = rec.events("phase_start")[-1]
     assert observe["phase"] == "observe" and observe["data"]["duration_s"] == 60
+
+
+def test_ctrl_c_during_baseline_stops_before_any_load(tmp_path: Path):
+    scenario = write_scenario(tmp_path, wait=0.05)
+    out = tmp_path / "rec"
+    with http_server() as (_srv, port):
+        proc = subprocess.Popen(
+            loadmem_cmd(str(scenario), "--target", f"http://127.0.0.1:{port}",
+                        "--baseline", "10m", "--load", "1m", "--interval", "0.5s",
+                        "--out", str(out)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: phase_started(out, "baseline"), 60, "the baseline phase")
+            proc.send_signal(signal.SIGINT)
+            _stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, stderr
+    rec = open_recording(out)
+    assert rec.complete
+    assert [p[0] for p in rec.phases()] == ["baseline"]
+    assert rec.events("phase_end")[0]["data"]["reason"] == "interrupted"
+    assert rec.table("requests").num_rows == 0  # no load was sent
+    assert not any(r["role"] == "loadgen" for r in rec.table("processes").to_pylist())

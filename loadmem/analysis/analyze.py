@@ -25,7 +25,7 @@ from loadmem.analysis.series import (
     read_system,
     tick_at,
 )
-from loadmem.analysis.trend import Change, change, noise_sigma
+from loadmem.analysis.trend import Change, change, noise_sigma, theil_sen
 from loadmem.analysis.window import Windows, resolve
 from loadmem.errors import LoadmemError
 from loadmem.recording.reader import Recording, open_recording
@@ -292,6 +292,32 @@ def _process_rows(
     return rows
 
 
+#: Below this much unsharing over the recent half of the window, it has stopped for now.
+COW_STOPPED_BYTES = 1 << 20
+
+
+def _cow_rate(
+    t: np.ndarray, p: ProcessData, win: slice, remaining: float | None
+) -> tuple[float | None, float | None]:
+    """Current unsharing rate: Theil–Sen slope of sum PSS minus that of sum smaps Rss over
+    the last half of the window (at least 5 samples), and the time until ``remaining`` would
+    be unshared at that rate (None when it has stopped)."""
+    pss, rss = p.sums.get("pss"), p.sums.get("smaps_rss")
+    if pss is None:
+        return None, None
+    n = win.stop - win.start
+    recent = slice(max(win.start, win.stop - max(5, n // 2)), win.stop)
+    r_pss = theil_sen(t[recent], pss[recent])
+    if r_pss is None:
+        return None, None
+    r_rss = theil_sen(t[recent], rss[recent]) if rss is not None else None
+    rate = r_pss - max(r_rss or 0.0, 0.0)
+    span = float(t[recent.stop - 1] - t[recent.start])
+    if remaining is None or rate <= 0 or rate * span < COW_STOPPED_BYTES:
+        return rate, None
+    return rate, remaining / rate
+
+
 def _workers_at(p: ProcessData, groups: dict[int, str], tick: int) -> list[dict[str, Any]]:
     """Worker rows present at ``tick`` with a PSS figure."""
     return [
@@ -338,7 +364,7 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
     for w in wins.phases:
         cp_ticks += [tick_at(system, w.t_start), tick_at(system, w.t_end)]
     procs = read_processes(
-        rec, system.tick, (int(system.tick[i_start]), int(system.tick[i_end])), cp_ticks
+        rec, system, (int(system.tick[i_start]), int(system.tick[i_end])), cp_ticks
     )
     notes = [*rec.notes, *wins.notes, *procs.notes]
     sys_series = {n: system.get(n) for n in SYSTEM_SERIES}
@@ -369,12 +395,14 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
         "after_load": _ratio(procs, i_load if i_load is not None else None),
         "end": _ratio(procs, i_end),
     }
+    cow_rate, tte = _cow_rate(system.t, procs, win, remaining)
     rec_fig = _recorder_figures(rec)
     ctx = det.Context(
         window=main, system=sys_ch, group=grp_ch, loadgen=lg_ch,
         watched_count=int(watched_now), mem_total=mem_total,
         available_end=_at(system.get("MemAvailable"), i_end),
         procs=_proc_changes(procs, groups), sharing=sharing, remaining=remaining,
+        cow_rate=cow_rate, cow_time_to_exhaust=tte,
         recorder=rec_fig, has_baseline=base is not None,
     )
     findings = [f for f in (d(ctx) for d in det.DETECTORS) if f is not None]
@@ -407,11 +435,6 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
     else:
         load_stats = None
 
-    cow = ctx.group.get("pss")
-    cow_rate = None
-    if cow is not None and cow.rate is not None:
-        rss_rate = ctx.group["smaps_rss"].rate if "smaps_rss" in ctx.group else None
-        cow_rate = cow.rate - max(rss_rate or 0.0, 0.0)
     unshared = det.cow_unshared(ctx)
     workers_end = _workers_at(procs, groups, checkpoints["end"])
     w_pss = sum(r["pss"] for r in workers_end) if workers_end else None
@@ -437,9 +460,7 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
         "cow.unshared_bytes": max(unshared, 0.0) if unshared is not None else None,
         "cow.remaining_bytes": remaining,
         "cow.rate_bytes_per_s": cow_rate,
-        "cow.time_to_exhaust_s": (remaining / cow_rate
-                                  if remaining is not None and cow_rate and cow_rate > 0
-                                  else None),
+        "cow.time_to_exhaust_s": tte,
         "rss.growth_rate_bytes_per_s": rss_ch.rate if rss_ch is not None else None,
         "page_cache.delta_bytes": ctx.d("file_cache"),
         "shmem.delta_bytes": ctx.d("Shmem"),

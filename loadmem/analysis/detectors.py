@@ -104,6 +104,8 @@ class Context:
     procs: list[ProcChange]
     sharing: dict[str, float | None]  # baseline, after_load, end
     remaining: float | None  # sum(Rss - Pss) of the group at the end
+    cow_rate: float | None = None  # current unsharing rate (last half of the window)
+    cow_time_to_exhaust: float | None = None  # remaining / cow_rate while it goes on
     recorder: dict[str, float | None] = field(default_factory=dict)
     has_baseline: bool = False
 
@@ -199,11 +201,8 @@ def cow_unsharing(ctx: Context) -> Finding | None:
         f"{sh[k]:.2f} {labels[k]}" for k in ("baseline", "after_load", "end")
         if sh.get(k) is not None
     )
-    rate = pss.rate if pss.rate is not None else None
-    d_rss_rate = (rss.rate or 0.0) if rss is not None else 0.0
-    cow_rate = None if rate is None else rate - max(d_rss_rate, 0.0)
-    if ctx.remaining is not None and cow_rate and cow_rate > 0:
-        tte = ctx.remaining / cow_rate
+    cow_rate, tte = ctx.cow_rate, ctx.cow_time_to_exhaust
+    if ctx.remaining is not None and tte is not None and cow_rate:
         predict = (
             f"at the current rate ({_mb(cow_rate, False)}/s) the remaining "
             f"{_mb(ctx.remaining, False)} still shared would be unshared in about "
@@ -211,12 +210,11 @@ def cow_unsharing(ctx: Context) -> Finding | None:
         )
     elif ctx.remaining is not None:
         predict = (
-            f"up to {_mb(ctx.remaining, False)} more could still be unshared "
-            "(the drain has stopped for now)"
+            f"the unsharing has stopped for now, but up to {_mb(ctx.remaining, False)} still "
+            "shared could be unshared later"
         )
-        tte = None
     else:
-        predict, tte = "", None
+        predict = ""
     statement = (
         f"Copy-on-write unsharing: the watched processes' PSS grew {_mb(unshared, False)} "
         f"{_over(ctx)} "

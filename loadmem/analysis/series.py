@@ -81,7 +81,7 @@ PROCESS_VALUES = (
     "swap",
 )
 _ID_COLUMNS = ("t", "tick", "pid", "start_time", "ppid", "name", "role", "depth")
-_BATCH_ROWS = 1 << 20
+_BATCH_ROWS = 1 << 18
 
 
 def identity(pid: np.ndarray, start_time: np.ndarray) -> np.ndarray:
@@ -90,6 +90,8 @@ def identity(pid: np.ndarray, start_time: np.ndarray) -> np.ndarray:
 
 
 def _np(col: pa.Array | pa.ChunkedArray, fill: float = 0.0) -> np.ndarray:
+    if col.null_count == 0 and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        return col.to_numpy().astype(np.float64, copy=False)
     if not pa.types.is_floating(col.type):
         col = pc.cast(col, pa.float64())
     return np.asarray(pc.fill_null(col, fill).to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -150,23 +152,21 @@ class ProcessData:
 
 
 class _Acc:
-    """Per-tick sums that grow with the largest tick seen."""
+    """Per-tick sums over the recording's ticks (grown if a row has a later tick)."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 0) -> None:
         self.arrays: dict[str, np.ndarray] = {}
-        self.size = 0
+        self.size = size
 
-    def add(self, name: str, tick: np.ndarray, weights: np.ndarray | None) -> None:
-        if len(tick) == 0:
-            self.arrays.setdefault(name, np.zeros(self.size))
-            return
-        need = int(tick.max()) + 1
-        if need > self.size:
+    def add_at(self, name: str, ticks: np.ndarray, sums: np.ndarray) -> None:
+        """Add ``sums`` at the distinct ``ticks``."""
+        hi = int(ticks.max()) + 1 if len(ticks) else 0
+        if hi > self.size:
             for k, a in self.arrays.items():
-                self.arrays[k] = np.pad(a, (0, need - self.size))
-            self.size = need
+                self.arrays[k] = np.pad(a, (0, hi - self.size))
+            self.size = hi
         arr = self.arrays.setdefault(name, np.zeros(self.size))
-        arr += np.bincount(tick, weights=weights, minlength=self.size)
+        arr[ticks] += sums
 
     def at(self, name: str, ticks: np.ndarray) -> np.ndarray:
         a = self.arrays.get(name)
@@ -176,6 +176,45 @@ class _Acc:
         ok = (ticks >= 0) & (ticks < len(a))
         out[ok] = a[ticks[ok]]
         return out
+
+
+def _ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An integer column as int64 (nulls as 0), zero-copy when it has no nulls."""
+    if col.null_count:
+        col = pc.fill_null(col, 0)
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _tick_sums(acc: _Acc, tb: pa.Table, tick: np.ndarray, series: dict[str, tuple[str, ...]],
+               count_valid: str | None = None) -> None:
+    """Add per-tick sums of ``series`` over the rows of ``tb`` into ``acc``.
+
+    Rows come in time order, so equal ticks are contiguous: ``np.add.reduceat`` over the runs
+    sums integers exactly without a scatter (rows out of order are sorted first).
+    """
+    if len(tick) == 0:
+        return
+    if np.any(tick[1:] < tick[:-1]):
+        order = np.argsort(tick, kind="stable")
+        tick, tb = tick[order], tb.take(pa.array(order))
+    starts = np.flatnonzero(np.r_[True, tick[1:] != tick[:-1]])
+    uticks = tick[starts]
+    acc.add_at("count", uticks, np.diff(np.r_[starts, len(tick)]))
+    for name, cols in series.items():
+        present = [c for c in cols if c in tb.column_names]
+        if not present:
+            continue
+        v = _ints(tb.column(present[0]))
+        for c in present[1:]:
+            v = v + _ints(tb.column(c))
+        acc.add_at(name, uticks, np.add.reduceat(v, starts))
+    if count_valid and count_valid in tb.column_names:
+        col = tb.column(count_valid)
+        if col.null_count == 0:
+            acc.add_at(f"{count_valid}_count", uticks, np.diff(np.r_[starts, len(tick)]))
+        else:
+            valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=np.int64)
+            acc.add_at(f"{count_valid}_count", uticks, np.add.reduceat(valid, starts))
 
 
 def _pick(table: pa.Table, which: str) -> pa.Table:
@@ -188,145 +227,145 @@ def _pick(table: pa.Table, which: str) -> pa.Table:
     return table.take(rows).sort_by("t")
 
 
-def _small(tb: pa.Table, rows: np.ndarray, key: np.ndarray) -> pa.Table:
-    """The given rows of a batch, with identity key and dictionary columns as plain strings."""
+def _small(tb: pa.Table, rows: np.ndarray, key: np.ndarray, t: np.ndarray) -> pa.Table:
+    """The given rows of a batch with their identity key and time, dictionary columns as
+    plain strings."""
     out = tb.take(pa.array(rows, type=pa.int64()))
     for name in ("name", "role"):
         if name in out.column_names:
             i = out.column_names.index(name)
             out = out.set_column(i, name, pc.cast(out.column(name), pa.string()))
-    return out.append_column("key", pa.array(key[rows]))
+    return out.append_column("key", pa.array(key[rows])).append_column("t", pa.array(t[rows]))
 
 
 def _conform(tables: list[pa.Table], columns: list[str]) -> pa.Table:
     """Concatenate small tables that may lack some columns (older files, absent fields)."""
+
+    def typ(c: str) -> pa.DataType:
+        return pa.string() if c in ("name", "role") else pa.float64() if c == "t" else pa.int64()
+
     fixed = []
     for t in tables:
         for c in columns:
             if c not in t.column_names:
-                typ = pa.string() if c in ("name", "role") else pa.int64()
-                t = t.append_column(c, pa.nulls(t.num_rows, typ))
+                t = t.append_column(c, pa.nulls(t.num_rows, typ(c)))
         fixed.append(t.select(columns))
     if not fixed:
-        return pa.table({c: pa.array([], pa.string() if c in ("name", "role") else pa.int64())
-                         for c in columns})
+        return pa.table({c: pa.array([], typ(c)) for c in columns})
     return pa.concat_tables(fixed, promote_options="permissive")
+
+
+class _Collector:
+    """The small per-process tables, gathered batch by batch."""
+
+    def __init__(self, window_ticks: tuple[int, int], checkpoint_ticks: list[int]):
+        self.lo, self.hi = window_ticks
+        self.cps = sorted(set(checkpoint_ticks))
+        self.parts: dict[str, list[pa.Table]] = {
+            "first": [], "last": [], "win_first": [], "win_last": [], "snap": []
+        }
+
+    def add(self, tb: pa.Table, tick: np.ndarray, key: np.ndarray, t: np.ndarray) -> None:
+        n = tb.num_rows
+        rowno = np.arange(n)
+        inwin = (tick >= self.lo) & (tick <= self.hi)
+        agg = (
+            pa.table({"key": pa.array(key), "row": pa.array(rowno),
+                      "wrow": pa.array(rowno, mask=~inwin)})
+            .group_by("key")
+            .aggregate([("row", "min"), ("row", "max"), ("wrow", "min"), ("wrow", "max")])
+        )
+        for col, dest in (("row_min", "first"), ("row_max", "last"),
+                          ("wrow_min", "win_first"), ("wrow_max", "win_last")):
+            r = agg.column(col).drop_null().to_numpy()
+            if len(r):
+                self.parts[dest].append(_small(tb, r, key, t))
+        if self.cps and np.all(tick[1:] >= tick[:-1]):
+            sel = [np.arange(*np.searchsorted(tick, [c, c + 1])) for c in self.cps]
+            idx = np.concatenate(sel) if sel else np.array([], np.int64)
+        else:
+            idx = np.flatnonzero(np.isin(tick, self.cps))
+        if len(idx):
+            self.parts["snap"].append(_small(tb, idx, key, t))
+
+    def table(self, name: str, columns: list[str]) -> pa.Table:
+        t = _conform(self.parts[name], columns)
+        if name == "snap" or t.num_rows == 0:
+            return t
+        return _pick(t.sort_by("t"), "min" if name.endswith("first") else "max")
 
 
 def read_processes(
     rec: Recording,
-    system_ticks: np.ndarray,
+    system: SystemSeries,
     window_ticks: tuple[int, int],
     checkpoint_ticks: list[int],
 ) -> ProcessData:
     """Stream the processes table into per-tick sums and small per-process tables."""
     rec_table = rec.table("recorder", ["pid"])
     recorder_pids = {int(p) for p in pc.unique(rec_table.column("pid")).to_pylist() if p}
-    wanted = [*_ID_COLUMNS, *{c for cols in GROUP_SUMS.values() for c in cols}]
-    group, loadgen = _Acc(), _Acc()
-    firsts: list[pa.Table] = []
-    lasts: list[pa.Table] = []
-    wfirsts: list[pa.Table] = []
-    wlasts: list[pa.Table] = []
-    snaps: list[pa.Table] = []
+    if isinstance(rec.meta.get("recorder_pid"), int):
+        recorder_pids.add(rec.meta["recorder_pid"])
+    # ``t`` is not read: a row's time is its tick's time in the system table (same tick).
+    id_cols = [c for c in _ID_COLUMNS if c != "t"]
+    wanted = list(dict.fromkeys([*id_cols, *(c for cs in GROUP_SUMS.values() for c in cs)]))
+    size = int(system.tick.max()) + 1
+    t_of_tick = np.full(size, np.nan)
+    t_of_tick[system.tick[system.tick >= 0]] = system.t[system.tick >= 0]
+    group, loadgen = _Acc(size), _Acc(size)
+    small = _Collector(window_ticks, checkpoint_ticks)
     notes: list[str] = []
-    cps = np.array(sorted(set(checkpoint_ticks)), dtype=np.int64)
-    lo, hi = window_ticks
-    merged_max_t: float | None = None
-    rows = 0
-    excluded_recorder = 0
+    merged_max_tick: int | None = None
+    rows = excluded_recorder = 0
+    rec_pids = np.array(sorted(recorder_pids), dtype=np.int64)
     for f in rec.files("processes"):
         try:
             pf = pq.ParquetFile(f)
             names = set(pf.schema_arrow.names)
-            batches = pf.iter_batches(
-                batch_size=_BATCH_ROWS, columns=[c for c in wanted if c in names]
-            )
-            for batch in batches:
+            if "tick" not in names or "pid" not in names:
+                notes.append(f"{f.relative_to(rec.path)} lacks tick/pid columns: skipped")
+                continue
+            for batch in pf.iter_batches(batch_size=_BATCH_ROWS,
+                                         columns=[c for c in wanted if c in names]):
                 tb = pa.Table.from_batches([batch])
-                if merged_max_t is not None:  # segments overlapping a merged file
-                    tb = tb.filter(pc.greater(tb.column("t"), merged_max_t))
-                n = tb.num_rows
-                if n == 0:
+                tick = _ints(tb.column("tick"))
+                keep = tick >= 0
+                if merged_max_tick is not None:  # segments overlapping the merged file
+                    keep &= tick > merged_max_tick
+                pid = _ints(tb.column("pid"))
+                is_rec = np.isin(pid, rec_pids) if len(rec_pids) else np.zeros(len(pid), bool)
+                excluded_recorder += int(is_rec.sum())
+                keep &= ~is_rec
+                if not keep.all():
+                    tb, tick, pid = tb.filter(pa.array(keep)), tick[keep], pid[keep]
+                if tb.num_rows == 0:
                     continue
-                rows += n
-                tick = _np(tb.column("tick"), -1).astype(np.int64)
-                pid = _np(tb.column("pid")).astype(np.int64)
-                st = (
-                    _np(tb.column("start_time")).astype(np.int64)
-                    if "start_time" in tb.column_names
-                    else np.zeros(n, np.int64)
-                )
+                rows += tb.num_rows
+                st = (_ints(tb.column("start_time")) if "start_time" in tb.column_names
+                      else np.zeros(len(pid), np.int64))
                 key = identity(pid, st)
+                t = t_of_tick[np.minimum(tick, size - 1)]
+                t[tick >= size] = np.nan
+                is_lg = np.zeros(len(pid), bool)
                 if "role" in tb.column_names:
                     role = pc.cast(tb.column("role"), pa.string())
-                    is_lg = np.asarray(
-                        pc.fill_null(pc.equal(role, "loadgen"), False).to_numpy(
-                            zero_copy_only=False
-                        ),
-                        dtype=bool,
-                    )
+                    is_lg = np.asarray(pc.fill_null(pc.equal(role, "loadgen"), False)
+                                       .to_numpy(zero_copy_only=False), dtype=bool)
+                if is_lg.any():
+                    m = pa.array(~is_lg)
+                    _tick_sums(group, tb.filter(m), tick[~is_lg], GROUP_SUMS, "pss")
+                    lg = {k: GROUP_SUMS[k] for k in LOADGEN_SUMS}
+                    _tick_sums(loadgen, tb.filter(pa.array(is_lg)), tick[is_lg], lg)
                 else:
-                    is_lg = np.zeros(n, bool)
-                is_rec = np.isin(pid, list(recorder_pids)) if recorder_pids else np.zeros(n, bool)
-                excluded_recorder += int(is_rec.sum())
-                ok_tick = tick >= 0
-                watched = ~is_lg & ~is_rec & ok_tick
-                lgm = is_lg & ~is_rec & ok_tick
-                wt, lt = tick[watched], tick[lgm]
-                group.add("count", wt, None)
-                for name, cols in GROUP_SUMS.items():
-                    present = [c for c in cols if c in tb.column_names]
-                    if not present:
-                        continue
-                    v = sum(_np(tb.column(c)) for c in present)
-                    group.add(name, wt, v[watched])
-                    if name == "pss":
-                        valid = np.asarray(tb.column("pss").is_valid().to_numpy(
-                            zero_copy_only=False), dtype=float)
-                        group.add("pss_count", wt, valid[watched])
-                    if name in LOADGEN_SUMS:
-                        loadgen.add(name, lt, v[lgm])
-                loadgen.add("count", lt, None)
-                # small tables: first/last row per identity, window first/last, checkpoints
-                listed = ~is_rec
-                rowno = np.arange(n)
-                inwin = listed & (tick >= lo) & (tick <= hi)
-                g = pa.table(
-                    {
-                        "key": pa.array(key),
-                        "row": pa.array(rowno, mask=~listed),
-                        "wrow": pa.array(rowno, mask=~inwin),
-                    }
-                ).group_by("key")
-                agg = g.aggregate(
-                    [("row", "min"), ("row", "max"), ("wrow", "min"), ("wrow", "max")]
-                )
-                for col, dest in (
-                    ("row_min", firsts),
-                    ("row_max", lasts),
-                    ("wrow_min", wfirsts),
-                    ("wrow_max", wlasts),
-                ):
-                    r = agg.column(col).drop_null().to_numpy()
-                    if len(r):
-                        dest.append(_small(tb, r, key))
-                if len(cps):
-                    sel = np.nonzero(listed & np.isin(tick, cps))[0]
-                    if len(sel):
-                        snaps.append(_small(tb, sel, key))
+                    _tick_sums(group, tb, tick, GROUP_SUMS, "pss")
+                small.add(tb, tick, key, t)
             if f.name == "processes.parquet":
-                mt = pq.read_table(f, columns=["t"]).column("t")
-                merged_max_t = float(pc.max(mt).as_py()) if len(mt) else None
+                mt = pq.read_table(f, columns=["tick"]).column("tick")
+                merged_max_tick = int(pc.max(mt).as_py()) if len(mt) else None
         except (OSError, pa.ArrowException) as e:
             notes.append(f"skipped unreadable file {f.relative_to(rec.path)}: {e}")
     cols = list(dict.fromkeys(["key", *_ID_COLUMNS, *PROCESS_VALUES]))
-
-    def final(parts: list[pa.Table], which: str) -> pa.Table:
-        t = _conform(parts, cols)
-        return _pick(t.sort_by("t"), which) if t.num_rows else t
-
-    ticks = system_ticks.astype(np.int64)
+    ticks = system.tick.astype(np.int64)
     count = group.at("count", ticks)
     sums = {}
     for name in GROUP_SUMS:
@@ -334,25 +373,22 @@ def read_processes(
             s = group.at(name, ticks)
             s[count == 0] = np.nan
             sums[name] = s
-    lg_count = loadgen.at("count", ticks)
-    lg = {name: loadgen.at(name, ticks) for name in LOADGEN_SUMS if name in loadgen.arrays}
-    snap = _conform(snaps, cols)
     if excluded_recorder:
         notes.append(
             f"the recorder's own process (pid {', '.join(map(str, sorted(recorder_pids)))}) "
-            "was among the selected processes: excluded from the watched sums"
+            "was among the selected processes: excluded from the watched figures"
         )
     return ProcessData(
         sums=sums,
         count=count,
         pss_count=group.at("pss_count", ticks),
-        loadgen=lg,
-        loadgen_count=lg_count,
-        first=final(firsts, "min"),
-        last=final(lasts, "max"),
-        win_first=final(wfirsts, "min"),
-        win_last=final(wlasts, "max"),
-        snapshots=snap,
+        loadgen={n: loadgen.at(n, ticks) for n in LOADGEN_SUMS if n in loadgen.arrays},
+        loadgen_count=loadgen.at("count", ticks),
+        first=small.table("first", cols),
+        last=small.table("last", cols),
+        win_first=small.table("win_first", cols),
+        win_last=small.table("win_last", cols),
+        snapshots=small.table("snap", cols),
         recorder_pids=recorder_pids,
         rows=rows,
         notes=notes,

@@ -16,17 +16,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 #: Theil–Sen works on at most this many points (about MAX_POINTS²/2 pairwise slopes).
-MAX_POINTS = 1200
+MAX_POINTS = 500
 _MAD_TO_SIGMA = 1.4826
 
 
 def _clean(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ok = np.isfinite(t) & np.isfinite(y)
     return t[ok], y[ok]
+
+
+@lru_cache(maxsize=8)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i < j) of n points; cached, as every series of a window has the same n."""
+    i, j = np.triu_indices(n, k=1)
+    return i.astype(np.int32), j.astype(np.int32)
 
 
 def theil_sen(t: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> float | None:
@@ -39,7 +47,7 @@ def theil_sen(t: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> flo
         idx = np.linspace(0, n - 1, max_points).round().astype(np.int64)
         t, y = t[idx], y[idx]
         n = len(t)
-    i, j = np.triu_indices(n, k=1)
+    i, j = _pairs(n)
     dt = t[j] - t[i]
     ok = dt > 0
     if not ok.any():

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="gates config (loadmem.toml with [gates], or pyproject.toml with "
         "[tool.loadmem.gates]); default: the nearest one, else built-in defaults",
     )
+    parser.add_argument("--window", metavar="START:END|PHASE",
+                        help="judge this part of the recording (as in `loadmem analyze`: "
+                        "30s:5m, :10m, 2m:, or a phase name); default: the observe phase")
     parser.add_argument("--junit", type=Path, metavar="FILE",
                         help="also write a JUnit XML file (one testcase per gate)")
     fmt = parser.add_mutually_exclusive_group()
@@ -46,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = run_gates(args.recording, config_path=args.config)
+    report = run_gates(args.recording, config_path=args.config, window=args.window)
     if args.junit:
         write_junit(report, args.junit)
     if args.json:

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def analysed(path: str, window: str | None) -> tuple[Recording, Analysis]:
     """Open the recording once and analyse it; the figure and the report share both."""
-    from loadmem.analysis import analyze  # type: ignore[attr-defined]
+    from loadmem.analysis import analyze
 
     rec = open_recording(path)
     return rec, analyze(rec, window=window)

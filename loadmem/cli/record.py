@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         status_stdout=args.status_stdout,
         progress=sys.stderr.isatty() and not args.status_stdout,
         argv=["loadmem", *sys.argv[1:]],
+        lean=True,
     )
     result = Recorder(options).run()
     msg = sys.stderr if args.status_stdout else sys.stdout

@@ -32,9 +32,13 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadmem.errors import EXIT_OK, LoadmemError
 from loadmem.units import duration_arg, percent_arg
+
+if TYPE_CHECKING:
+    from loadmem.load.orchestrator import RunOptions
 
 #: --target demo: short enough that the README's first command ends in about two minutes.
 DEMO_DEFAULTS = {"baseline": 10.0, "load": 30.0, "observe": 60.0}
@@ -145,7 +149,7 @@ def _worker(args: argparse.Namespace) -> int:
     return subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode
 
 
-def build_options(args: argparse.Namespace) -> object:
+def build_options(args: argparse.Namespace) -> RunOptions:
     from loadmem.load.orchestrator import DemoOptions, RunOptions
 
     if args.processes and args.master:
@@ -192,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         raise LoadmemError("--attach-to needs --no-record",
                            "it joins a run-only recording to one made on another machine")
     opts = build_options(args)
-    result = Orchestrator(opts).execute()  # type: ignore[arg-type]
+    result = Orchestrator(opts).execute()
     if args.attach_to is not None:
         from loadmem.load.attach import attach_run
 

@@ -40,12 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     d = DemoConfig()
     p.add_argument("--host", default=d.host, help="loopback address (default %(default)s)")
     p.add_argument("--port", type=int, default=d.port, help="TCP port; 0 picks a free one")
-    p.add_argument("--workers", type=int, default=d.workers, help="processes (default %(default)s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        metavar="N",
+        help="worker processes the master forks (default %(default)s)",
+    )
     p.add_argument(
         "--table-mb",
         type=float,
         default=d.table_mb,
-        help="MiB of container objects the master preloads before forking (default %(default)s)",
+        metavar="MIB",
+        help="MiB of container objects the master preloads before forking (default %(default)g)",
     )
     p.add_argument(
         "--variant",
@@ -75,14 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="repeat the collection this often while idle; 0 = once per idle period (default)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s loadmem-demo[%(process)d] %(message)s",
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import json
 import logging
 import os
 import selectors
@@ -39,6 +40,8 @@ _PR_SET_PDEATHSIG = 1
 #: Longest select() wait: how often a worker checks that its master is still there.
 _PARENT_POLL_SECONDS = 1.0
 _RECV_BYTES = 65536
+#: Output buffered for one connection before the worker stops reading from it.
+_MAX_PENDING_OUT = 1 << 20
 
 
 def _die_with_parent(master_pid: int) -> None:
@@ -56,6 +59,7 @@ class _Conn:
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
     closing: bool = False
+    events: int = selectors.EVENT_READ  # what the selector waits for: change only on need
 
 
 @dataclass
@@ -67,7 +71,7 @@ class WorkerState:
     connections: int = 0
     gc_runs: int = 0
     gc_last_seconds: float = 0.0
-    gc_last_objects: int = 0
+    gc_last_collected: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -76,7 +80,7 @@ class WorkerState:
             "connections": self.connections,
             "gc_runs": self.gc_runs,
             "gc_last_seconds": round(self.gc_last_seconds, 4),
-            "gc_last_objects": self.gc_last_objects,
+            "gc_last_collected": self.gc_last_collected,
         }
 
 
@@ -110,7 +114,7 @@ class Worker:
         elapsed = time.perf_counter() - started
         self.state.gc_runs += 1
         self.state.gc_last_seconds = elapsed
-        self.state.gc_last_objects = found
+        self.state.gc_last_collected = found
         self._last_gc = now
         log.info(
             "worker %d (pid %d): idle housekeeping gc.collect() took %.3f s",
@@ -151,11 +155,15 @@ class Worker:
             self._close(conn)
             return
         conn.inbuf += data
-        while not conn.closing:
+        self._process(conn, now)
+
+    def _process(self, conn: _Conn, now: float) -> None:
+        """Answer every complete request in ``inbuf`` (pipelining), then send what we can."""
+        while not conn.closing and len(conn.outbuf) < _MAX_PENDING_OUT:
             try:
                 parsed = parse_request(conn.inbuf)
             except BadRequest as e:
-                body = f'{{"error":"{e}"}}'.encode()
+                body = json.dumps({"error": str(e)}).encode()
                 conn.outbuf += build_response(e.status, body, "application/json", False)
                 conn.closing = True
                 break
@@ -184,12 +192,17 @@ class Worker:
                 self._close(conn)
                 return
             del conn.outbuf[:sent]
-        if conn.outbuf:
-            self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
-        elif conn.closing:
+        if not conn.outbuf and conn.closing:
             self._close(conn)
-        else:
-            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            return
+        # A client that pipelines requests but does not read the answers is not read from
+        # until it catches up: memory per connection stays bounded.
+        wanted = selectors.EVENT_WRITE if conn.outbuf else 0
+        if len(conn.outbuf) < _MAX_PENDING_OUT:
+            wanted |= selectors.EVENT_READ
+        if wanted != conn.events:
+            self._sel.modify(conn.sock, wanted, conn)
+            conn.events = wanted
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -213,6 +226,8 @@ class Worker:
                     self._read(conn, now)
                 if mask & selectors.EVENT_WRITE and conn.sock.fileno() in self._conns:
                     self._flush(conn)
+                    if conn.inbuf and conn.sock.fileno() in self._conns:
+                        self._process(conn, now)  # requests held back while output was full
             if os.getppid() != master_pid:
                 log.warning("worker %d: master %d is gone, exiting", self.state.index, master_pid)
                 return

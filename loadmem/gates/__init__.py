@@ -30,12 +30,14 @@ __all__ = [
 ]
 
 
-def analyze_recording(recording_path: str | Path, window: str | None = None):
-    """The analyzer's ``analyze``, imported late so the gates load without it."""
+def analyze_recording(recording_path, window: str | None = None):
+    """The analyzer's ``analyze`` on a path or an open ``Recording``, imported late so the
+    gates load without it."""
     from loadmem.errors import LoadmemError
-    from loadmem.recording import open_recording
+    from loadmem.recording import Recording, open_recording
 
-    recording = open_recording(recording_path)
+    recording = (recording_path if isinstance(recording_path, Recording)
+                 else open_recording(recording_path))
     try:
         from loadmem.analysis import analyze
     except ImportError:
@@ -49,15 +51,17 @@ def run_gates(
     recording_path: str | Path,
     config_path: Path | None = None,
     start_dir: Path | None = None,
+    window: str | None = None,
 ) -> GateReport:
     """Analyse the recording and evaluate the gates from ``config_path``.
 
     Without ``config_path`` the nearest ``loadmem.toml`` / ``pyproject.toml`` from
     ``start_dir`` (default: the current directory) upwards is used, else the built-in
     defaults. The config is read first so that a bad config fails fast, before analysis.
+    ``window`` is the analyzer's (``START:END`` or a phase name; default: observe).
     """
     config = resolve_config(config_path, start_dir)
-    analysis = analyze_recording(recording_path)
+    analysis = analyze_recording(recording_path, window=window)
     report = evaluate(analysis, config.gates, config.source)
     if config.is_default:
         report.notes.insert(0, "no gates config found: using the built-in default gates")

@@ -13,7 +13,8 @@ side means (absolute and relative), the noise, and a verdict:
 
 Noise = the largest of: the spread of repeats on either side; 3 x sqrt(2) x the baseline
 sigma of the series the figure is made of (``loadmem.gates.noise``; plus, for system-wide
-figures, what the rest of the machine did: |Δ used - Δ watched PSS|); 3 x
+figures, what the rest of the machine did: |Δ used - Δ watched PSS|, largest per side,
+summed over the two sides); 3 x
 the uncertainty of the request-interval means; and a floor per unit (e.g. 4 MiB, 1 ms,
 1 point of a ratio, or a few % of the base value).
 
@@ -34,7 +35,7 @@ from typing import Any
 
 from loadmem.errors import EXIT_FINDING, EXIT_OK, LoadmemError
 from loadmem.gates.config import RegressionBudget
-from loadmem.gates.metrics import METRICS, Metric, format_value, with_derived
+from loadmem.gates.metrics import METRICS, Metric, analysis_figures, format_value
 from loadmem.gates.noise import RecordingNoise, recording_noise
 
 #: Smallest change that counts, per unit: (absolute, fraction of the base value).
@@ -140,7 +141,8 @@ class Comparison:
 
     def headline(self) -> str:
         """One line: the most telling regressions (or worse figures) first, three at most."""
-        worse = _by_priority([c for c in self.changes if c.verdict == "worse"])
+        worse = _by_priority([c for c in self.changes
+                              if c.verdict == "worse" and c.metric.scope in GATED_SCOPES])
         better = [c for c in self.changes if c.verdict == "better"]
         regressions = _by_priority(self.regressions)
         for items, what in ((regressions, "regression(s)"),
@@ -149,9 +151,13 @@ class Comparison:
                 more = f"; and {len(items) - 3} more" if len(items) > 3 else ""
                 return f"{len(items)} {what}: " + "; ".join(
                     c.describe() for c in items[:3]) + more
+        tool = [c for c in self.changes
+                if c.verdict == "worse" and c.metric.scope not in GATED_SCOPES]
+        extra = (f" (the recorder's own cost changed: "
+                 f"{', '.join(c.metric.name for c in tool)})" if tool else "")
         if better:
-            return f"no figure worse beyond noise; {len(better)} better"
-        return "no figure changed beyond noise"
+            return f"no figure of the service worse beyond noise; {len(better)} better{extra}"
+        return f"no figure of the service changed beyond noise{extra}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -219,7 +225,7 @@ def _figure_noise(
             if metric.scope == "system":
                 # a step made by another process gives a steep slope over a short window:
                 # allow for the part of the system slope the watched group does not explain
-                amount += max((_rest_rate(r.figures) for r in recs), default=0.0)
+                amount += _per_side_max(recs, _rest_rate)
             candidates.append((amount, source + " per second"))
     if metric.unit == "bytes" and metric.scope in ("system", "watched"):
         if metric.scope == "system":
@@ -231,9 +237,9 @@ def _figure_noise(
             amount = K * math.sqrt(2) * sig
             source = noises[0].window
             if metric.scope == "system" and metric.name != "other_processes.delta_bytes":
-                rest = [_rest_of_machine(r.figures) for r in recs]
-                if any(rest):
-                    amount += max(rest)
+                rest = _per_side_max(recs, _rest_of_machine)
+                if rest:
+                    amount += rest
                     source += " + rest of the machine"
             candidates.append((amount, source))
     if metric.scope == "load":
@@ -277,6 +283,15 @@ def _rest_of_machine(figures: dict[str, float | None]) -> float:
     if used is not None and pss is not None:
         parts.append(abs(used - pss))
     return max(parts)
+
+
+def _per_side_max(recs: Sequence[RecordingSummary], f: Any) -> float:
+    """Sum over the two sides of the largest ``f(figures)``: the machine may have pushed the
+    base one way and the new side the other, so the two contributions add up."""
+    total = 0.0
+    for side in ("base", "new"):
+        total += max((f(r.figures) for r in recs if r.side == side), default=0.0)
+    return total
 
 
 def _rest_rate(figures: dict[str, float | None]) -> float:
@@ -364,12 +379,12 @@ def summarise(path: str | Path, side: str, analysis_window: str | None = None,
     from loadmem.recording import open_recording
 
     rec = recording if recording is not None else open_recording(path)
-    analysis = analyze_recording(rec.path, window=analysis_window)
+    analysis = analyze_recording(rec, window=analysis_window)
     return RecordingSummary(
         path=str(rec.path),
         label=rec.label,
         side=side,
-        figures=with_derived(analysis.figures),
+        figures=analysis_figures(analysis),
         noise=recording_noise(rec),
         headline=analysis.headline,
         schema_version=rec.schema_version,

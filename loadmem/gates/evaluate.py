@@ -15,7 +15,7 @@ from typing import Any, Literal
 from loadmem.analysis.model import Analysis
 from loadmem.errors import EXIT_FINDING, EXIT_OK
 from loadmem.gates.config import Gate
-from loadmem.gates.metrics import format_value, with_derived
+from loadmem.gates.metrics import analysis_figures, format_value
 
 Status = Literal["pass", "fail", "skip"]
 
@@ -123,7 +123,7 @@ def evaluate_gate(gate: Gate, figures: dict[str, float | None]) -> GateResult:
 
 def evaluate(analysis: Analysis, gates: Iterable[Gate], config_source: str = "") -> GateReport:
     """One result per gate, in declaration order."""
-    figures = with_derived(analysis.figures)
+    figures = analysis_figures(analysis)
     results = [evaluate_gate(g, figures) for g in gates]
     return GateReport(
         recording=analysis.recording,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from loadmem.units import format_bytes, format_duration
 
@@ -52,8 +52,10 @@ def format_value(unit: str, value: float | None, signed: bool = False) -> str:
     if unit == "bytes_per_s":
         return format_bytes(value, signed=signed) + "/s"
     if unit == "s":
-        return format_duration(value)
+        return ("+" if signed and value > 0 else "") + format_duration(value)
     if unit == "ms":
+        if abs(value) >= 1000:
+            return f"{value / 1000:+.2f} s" if signed else f"{value / 1000:.2f} s"
         return f"{value:+.1f} ms" if signed else f"{value:.1f} ms"
     if unit == "ratio":
         return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
@@ -157,6 +159,30 @@ METRICS: tuple[Metric, ...] = (
        "shared_fraction", "sharing", derived=True),
 )
 
+PHASES = ("baseline", "load", "observe")
+GROUPS = ("master", "worker")
+
+#: Per phase and per group figures, from ``Analysis.phases`` / ``Analysis.processes``.
+BREAKDOWN: tuple[Metric, ...] = (
+    *(
+        _m(f"phase.{p}.{kind}_delta_bytes", "bytes", better, scope,
+           f"change of {what} during the {p} phase", signed=True, derived=True)
+        for p in PHASES
+        for kind, what, better, scope in (
+            ("used", "system used memory", "lower", "system"),
+            ("rss", "the watched processes' summed RSS", "lower", "watched"),
+            ("pss", "the watched processes' summed PSS", "lower", "watched"),
+        )
+    ),
+    *(
+        _m(f"group.{g}.{kind}_end_bytes", "bytes", "lower", "watched",
+           f"summed {kind.upper()} of the {g} process(es) at the end", derived=True)
+        for g in GROUPS
+        for kind in ("rss", "pss", "uss")
+    ),
+)
+METRICS = METRICS + BREAKDOWN
+
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 _ALIASES: dict[str, Metric] = {a: m for m in METRICS for a in m.aliases}
 
@@ -191,4 +217,43 @@ def with_derived(figures: Mapping[str, float | None]) -> dict[str, float | None]
     )
     sr = out.get("sharing_ratio.end")
     out.setdefault("shared_fraction.end", None if sr is None else 1.0 - sr)
+    return out
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def analysis_figures(analysis: Any) -> dict[str, float | None]:
+    """Every figure gates and comparisons know, from one ``Analysis``.
+
+    The analyzer's figures, the derived ratios, and the per-phase / per-group breakdown read
+    from ``analysis.phases`` and ``analysis.processes`` (sums only: nothing re-analysed).
+    """
+    out = with_derived(analysis.figures)
+    for row in getattr(analysis, "phases", None) or []:
+        name = row.get("name")
+        if name not in PHASES:
+            continue
+        for kind in ("used", "rss", "pss"):
+            start, end = _num(row.get(f"{kind}_start_bytes")), _num(row.get(f"{kind}_end_bytes"))
+            out[f"phase.{name}.{kind}_delta_bytes"] = (
+                end - start if start is not None and end is not None else None
+            )
+    processes = getattr(analysis, "processes", None) or []
+    for group in GROUPS:
+        rows = [r for r in processes if r.get("group") == group and r.get("role", "target")
+                == "target"]
+        for kind in ("rss", "pss", "uss"):
+            values = [_num(r.get(f"{kind}_end_bytes")) for r in rows]
+            known = [v for v in values if v is not None]
+            out[f"group.{group}.{kind}_end_bytes"] = sum(known) if known else None
+    for m in BREAKDOWN:
+        out.setdefault(m.name, None)
     return out

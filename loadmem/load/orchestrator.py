@@ -112,7 +112,7 @@ class PhaseRecord:
 @dataclass
 class RunResult:
     path: Path
-    status: str  # "complete" | "interrupted"
+    status: str  # "complete" | "interrupted" ("failed" only in meta.json: an error was raised)
     phases: list[PhaseRecord]
     totals: list[dict[str, Any]]  # Locust's cumulative figures per endpoint + Aggregated
     scenario: ScenarioInfo
@@ -318,7 +318,8 @@ class Orchestrator:
 
     # -- waiting ---------------------------------------------------------------------------
     def wait(self, rec: PhaseRecord, seconds: float | None, recorder: Any,
-             until: Callable[[], bool] | None = None, signals_seen: int = 0) -> str:
+             until: Callable[[], bool] | None = None, signals_seen: int = 0,
+             nominal: float | None = None) -> str:
         """Wait for ``seconds`` (or ``until()``), rendering status; return why it ended.
 
         Returns ``"duration"``, ``"done"`` (``until`` became true) or ``"interrupted"`` (a new
@@ -338,7 +339,13 @@ class Orchestrator:
             if not recorder_warned and not recorder.alive:
                 recorder_warned = True
                 self.warn(f"the recorder stopped unexpectedly; see {recorder.log_path}")
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # "left" shows the phase's nominal length (--load), not the grace added to it
+            if nominal is not None:
+                remaining = max(0.0, nominal - (self.now_t() - rec.t_start))
+            elif deadline is not None:
+                remaining = max(0.0, deadline - time.monotonic())
+            else:
+                remaining = None
             self.status.render(rec.phase, self.now_t() - rec.t_start, remaining,
                                recorder.status.latest, self.locust)
             time.sleep(0.1)
@@ -374,11 +381,14 @@ class Orchestrator:
             except Aborted:
                 status = "interrupted"
                 self.status.clear()
-                self.echo("stopping now (second Ctrl-C); the recording keeps what it has")
+                self.echo("stopping now; the recording keeps what it has")
                 if self.locust is not None:
                     self.locust.kill()
                 for rec in self.phases:
                     self.end(rec, "aborted")
+        except BaseException:
+            status = "failed"  # e.g. Locust did not start: the error propagates, meta says so
+            raise
         finally:
             self.status.clear()
             if self.locust is not None:
@@ -422,7 +432,15 @@ class Orchestrator:
 
         self.locust = LocustProcess(self._locust_cmd(scenario, target), o.out, self.start_mono)
         self.locust.start()
-        if not self.locust.ready.wait(READY_TIMEOUT_S) or not self.locust.ready_msg:
+        # --master waits for its workers (up to 10 min) before it reports ready.
+        deadline = time.monotonic() + READY_TIMEOUT_S + (600.0 if o.master else 0.0)
+        while not self.locust.ready.wait(0.2):
+            if self.signals.count > seen:  # Ctrl-C before any load: stop now
+                self.locust.kill()
+                raise Aborted()
+            if time.monotonic() > deadline:
+                break
+        if not self.locust.ready_msg:
             err = self.locust.error or "no ready line (see loadgen.log)"
             self.locust.kill()
             raise LoadmemError(f"Locust did not start: {err}",
@@ -433,7 +451,7 @@ class Orchestrator:
                          duration_s=o.load, loadgen_pid=self.locust.pid)
         budget = None if o.load is None else o.load + LOAD_GRACE_S
         why = self.wait(rec, budget, recorder, until=lambda: not self.locust.running(),
-                        signals_seen=seen)
+                        signals_seen=seen, nominal=o.load)
         if why != "done":  # interrupted, or the child overran its own run time
             self.locust.terminate()
             if why == "duration":
@@ -442,6 +460,10 @@ class Orchestrator:
                       signals_seen=self.signals.count)
         self.locust.close()
         reason = {"done": "shape" if shape and o.load is None else "duration"}.get(why, why)
+        code = self.locust.proc.returncode if self.locust.proc is not None else None
+        if why == "done" and code not in (0, None):
+            reason = "loadgen-failed"
+            self.warn(f"the Locust child exited with code {code}; see {o.out / 'loadgen.log'}")
         if self.locust.error:
             self.warn(f"Locust reported: {self.locust.error}")
         self.end(rec, reason, requests=self.locust.requests, failures=self.locust.failures)

@@ -17,20 +17,22 @@ from loadmem.units import format_bytes, format_duration
 def status_text(phase: str, elapsed: float, remaining: float | None,
                 rec: dict[str, Any] | None, load: Any) -> str:
     """The line's text; pure so it can be tested and reused."""
-    parts = [f"{phase} {format_duration(elapsed)}"
-             + (f" / {format_duration(remaining)} left" if remaining is not None else "")]
+    head = f"{phase} {format_duration(elapsed)}"
+    if remaining is not None:
+        head += f" ({format_duration(remaining)} left)"
+    parts = [head]
     if load is not None and phase == "load":
         last = getattr(load, "last_total", None) or {}
         interval = last.get("interval_s") or 0
         rps = last.get("requests", 0) / interval if interval else 0.0
-        parts.append(f"{rps:,.0f} req/s, {load.failures:,} failures, "
+        parts.append(f"{rps:,.0f} req/s, {load.failures:,} fail, "
                      f"{last.get('users', 0) or 0} users")
     if rec:
-        parts.append(f"available {format_bytes(rec.get('mem_available'))}")
-        parts.append(f"sum RSS {format_bytes(rec.get('sum_rss'))}")
-        parts.append(f"sum PSS {format_bytes(rec.get('sum_pss'))}")
+        mem = (f"avail {format_bytes(rec.get('mem_available'))}, "
+               f"RSS {format_bytes(rec.get('sum_rss'))}, PSS {format_bytes(rec.get('sum_pss'))}")
         if rec.get("processes") is not None:
-            parts.append(f"{rec['processes']} procs")
+            mem += f" ({rec['processes']} procs)"
+        parts.append(mem)
     return " | ".join(parts)
 
 

@@ -43,8 +43,11 @@ def render(analysis: Analysis, stream: TextIO) -> None:
         w("|---|---:|---:|---:|---:|---:|---:|---:|\n")
         for p in a.phases:
             cells = [
-                p["name"], format_duration(p["duration_s"]), p.get("requests") or 0,
-                p.get("failures") or 0, format_figure("p95_ms", p.get("p95_ms")),
+                p["name"],
+                format_duration(p["duration_s"]),
+                p.get("requests") or 0,
+                p.get("failures") or 0,
+                format_figure("p95_ms", p.get("p95_ms")),
                 *(format_figure("d_delta_bytes", _diff(p, k)) for k in ("used", "rss", "pss")),
             ]
             w("| " + " | ".join(_cell(c) for c in cells) + " |\n")

@@ -163,17 +163,57 @@ def _shade_phases(ax: Axes, ctx: _Ctx) -> None:
         ax.axvline(ctx.x(a), color="#9a9a9a", linewidth=0.8, linestyle=":", zorder=1)
 
 
+#: Rough width of one bold 9 pt character as a fraction of the panel width (laptop size).
+_CHAR_FRACTION = 0.0085
+
+
+def _place_labels(
+    labels: list[tuple[float, str]], levels: tuple[tuple[float, float], ...]
+) -> list[tuple[float, float]] | None:
+    """``(y, fontsize)`` for each ``(centre, text)`` so that no two labels on a line overlap,
+    or None. Greedy, in the given order (widest phase first)."""
+    placed: dict[float, list[tuple[float, float]]] = {y: [] for y, _ in levels}
+    out = []
+    for centre, text in labels:
+        for y, size in levels:
+            half = len(text) * _CHAR_FRACTION * size / 9.0 / 2 + 0.004
+            if all(hi < centre - half or lo > centre + half for lo, hi in placed[y]):
+                placed[y].append((centre - half, centre + half))
+                out.append((y, size))
+                break
+        else:
+            return None
+    return out
+
+
 def _phase_strip(ax: Axes, ctx: _Ctx) -> None:
-    """A thin timeline above the panels naming each phase and its length."""
+    """A thin timeline above the panels naming each phase and its length.
+
+    A label wider than its phase is shortened to the name. When labels of short phases next
+    to each other would still collide, they are set smaller on two lines.
+    """
     _shade_phases(ax, ctx)
-    for name, a, b in ctx.data.phases:
+    span = max(ctx.data.t_end - ctx.data.t_start, 1e-9)
+    phases = sorted(ctx.data.phases, key=lambda p: p[1] - p[2])  # widest first
+    labels = []
+    for name, a, b in phases:
+        text = f"{name} {format_duration(b - a)}"
+        if len(text) * _CHAR_FRACTION > (b - a) / span:
+            text = name
+        labels.append((((a + b) / 2 - ctx.data.t_start) / span, text))
+    spots = (
+        _place_labels(labels, ((0.5, 9.0),))
+        or _place_labels(labels, ((0.76, 7.5), (0.24, 7.5)))
+        or [(0.5, 7.5)] * len(labels)
+    )
+    for (_name, a, b), (_, text), (y, size) in zip(phases, labels, spots, strict=True):
         ax.text(
             ctx.x((a + b) / 2),
-            0.5,
-            f"{name} {format_duration(b - a)}",
+            y,
+            text,
             ha="center",
             va="center",
-            fontsize=9,
+            fontsize=size,
             fontweight="bold",
             color="#222",
             clip_on=False,
@@ -434,7 +474,7 @@ def render_figure(
     data = plot_data(rec, rng, group_of(analysis.processes))
     ctx = _Ctx(data, max_points)
     panels = ["phases", "system", "rss", "truth"]
-    ratios = [0.16, 1.0, 0.9, 1.25]
+    ratios = [0.2, 1.0, 0.9, 1.25]
     if data.load is not None:
         panels += ["load", "latency"]
         ratios += [0.75, 0.55]

@@ -114,16 +114,22 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
         f"\nEvidence ({win.name} window, {format_duration(win.t_start)} to "
         f"{format_duration(win.t_end)} after the start)\n"
     )
-    rows = [(label, format_figure(k, a.figures.get(k)), k) for k, label in EVIDENCE_FIGURES
-            if a.figures.get(k) is not None]
+    rows = [
+        (label, format_figure(k, a.figures.get(k)), k)
+        for k, label in EVIDENCE_FIGURES
+        if a.figures.get(k) is not None
+    ]
     for line in table(rows, ("figure", "value", "name")):
         w(line + "\n")
     if a.phases:
         w("\nPhases\n")
         prow = [
             (
-                p["name"], format_duration(p["start_s"]), format_duration(p["duration_s"]),
-                str(p.get("requests") or 0), str(p.get("failures") or 0),
+                p["name"],
+                format_duration(p["start_s"]),
+                format_duration(p["duration_s"]),
+                str(p.get("requests") or 0),
+                str(p.get("failures") or 0),
                 format_figure("p95_ms", p.get("p95_ms")),
                 format_figure("x_delta_bytes", _diff(p, "used")),
                 format_figure("x_delta_bytes", _diff(p, "rss")),
@@ -131,8 +137,17 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
             )
             for p in a.phases
         ]
-        hdr = ("phase", "start", "length", "requests", "failures", "p95", "Δ used", "Δ RSS",
-               "Δ PSS")
+        hdr = (
+            "phase",
+            "start",
+            "length",
+            "requests",
+            "failures",
+            "p95",
+            "Δ used",
+            "Δ RSS",
+            "Δ PSS",
+        )
         for line in table(prow, hdr):
             w(line + "\n")
     if a.processes:
@@ -141,7 +156,10 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
         shown = procs[:15]
         rows2 = [
             (
-                str(p["pid"]), str(p.get("name") or "?"), p.get("group", ""), p.get("role", ""),
+                str(p["pid"]),
+                str(p.get("name") or "?"),
+                p.get("group", ""),
+                p.get("role", ""),
                 format_figure("b_bytes", p.get("rss_end_bytes")),
                 format_figure("b_bytes", p.get("pss_end_bytes")),
                 format_figure("b_bytes", p.get("uss_end_bytes")),

@@ -18,6 +18,10 @@ import os
 from loadmem.errors import AccessDenied, ProcessGone, ZombieProcess
 
 _GONE = {errno.ENOENT, errno.ESRCH}
+#: Files the kernel renders in one piece (``single_open``): one read() returns all of it
+#: when the buffer is large enough, which saves a second syscall per file per tick.
+_ONE_SHOT = ("/stat", "/status", "/statm", "/smaps_rollup", "/meminfo")
+_BUF = 1 << 16
 _DENIED = {errno.EACCES, errno.EPERM}
 
 
@@ -31,12 +35,12 @@ class ProcFS:
     def _read(self, path: str) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            chunks = []
-            while True:
-                b = os.read(fd, 65536)
-                if not b:
-                    break
-                chunks.append(b)
+            first = os.read(fd, _BUF)
+            if len(first) < _BUF and path.endswith(_ONE_SHOT):
+                return first
+            chunks = [first]
+            while chunks[-1]:
+                chunks.append(os.read(fd, _BUF))
             return b"".join(chunks)
         finally:
             os.close(fd)

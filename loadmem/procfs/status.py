@@ -6,6 +6,7 @@ kernel thread has no ``Vm*``/``Rss*`` lines: those fields are ``None``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _KB_FIELDS = {
@@ -33,25 +34,28 @@ class ProcStatus:
     vm_size: int | None = None
 
 
+_LINE = re.compile(
+    r"^(Name|State|PPid|Uid|Threads|VmRSS|RssAnon|RssFile|RssShmem|VmSwap|VmSize):[ \t]*(\S*)",
+    re.MULTILINE,
+)
+
+
 def parse_status(text: str) -> ProcStatus:
+    """Only the fields above; one regular-expression pass, as it runs for every watched
+    process every tick."""
     values: dict[str, object] = {}
-    for line in text.splitlines():
-        key, sep, rest = line.partition(":")
-        if not sep:
-            continue
+    for key, value in _LINE.findall(text):
         col = _KB_FIELDS.get(key)
         if col is not None:
-            parts = rest.split()
-            if parts:
-                values[col] = int(parts[0]) * 1024
+            values[col] = int(value) * 1024
         elif key == "Name":
-            values["name"] = rest.strip()
+            values["name"] = value
         elif key == "State":
-            values["state"] = rest.split()[0] if rest.split() else None
+            values["state"] = value or None
         elif key == "PPid":
-            values["ppid"] = int(rest)
+            values["ppid"] = int(value)
         elif key == "Uid":
-            values["uid"] = int(rest.split()[0])
+            values["uid"] = int(value)
         elif key == "Threads":
-            values["threads"] = int(rest)
+            values["threads"] = int(value)
     return ProcStatus(**values)  # type: ignore[arg-type]

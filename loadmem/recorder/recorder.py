@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.abc
 import json
 import math
 import os
@@ -65,6 +66,7 @@ class RecordOptions:
     procfs: ProcFS | None = None  # tests swap the /proc layer
     handle_signals: bool = True
     read_cgroups: bool = True
+    lean: bool = False  # a process that only records: keep pandas out (keep_pandas_out)
 
 
 @dataclass
@@ -89,6 +91,34 @@ def _ancestors(pid: int) -> set[int]:
             break
         out.add(pid)
     return out
+
+
+def keep_pandas_out() -> None:
+    """Stop pyarrow from importing pandas into the recorder process.
+
+    The first time pyarrow converts a Python list it imports pandas (if installed) only to
+    ask whether the list is a pandas object: about 0.2 s of CPU and tens of MB of RSS in a
+    process whose own memory is part of what it measures. pyarrow asks once per process and
+    remembers the answer, so letting that one import fail keeps pandas out; an explicit
+    pandas call (``to_pandas``) still imports it later. For a process that only records
+    (``loadmem record``); a process that also works with pandas objects should not call it.
+    """
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    class NoPandas(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "pandas" or name.startswith("pandas."):
+                raise ImportError("pandas is kept out of the recorder")
+            return None
+
+    finder = NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def _redactor():
@@ -136,6 +166,8 @@ class Recorder:
         )
         selector.check_initial()
         out = prepare_output(o.out, force=o.force)
+        if o.lean:
+            keep_pandas_out()
         start_monotonic = time.monotonic()
         start_epoch = time.time()
         argv = redact(list(o.argv)) if redact else list(o.argv)
@@ -147,10 +179,11 @@ class Recorder:
         )
         write_meta(out, meta)
         bucket = TokenBucket(o.pss_budget, BUDGET_CAP_S)
-        sampler = Sampler(selector, bucket, self.procfs, max_age=o.pss_max_age, redact=redact,
-                          read_cgroups=o.read_cgroups)
+        sampler = Sampler(selector, bucket, self.procfs, max_age=o.pss_max_age,
+                          interval=o.interval, redact=redact, read_cgroups=o.read_cgroups)
         writers: dict[str, TableWriter] = {
-            name: TableWriter(out, name, sch, writer_id="rec", flush_s=o.flush)
+            name: TableWriter(out, name, sch, writer_id="rec", flush_s=o.flush,
+                                light_segments=True)
             for name, sch in (("processes", schema.PROCESSES), ("cgroup", schema.CGROUP),
                               ("recorder", schema.RECORDER), ("events", schema.EVENTS))
         }
@@ -221,7 +254,8 @@ class Recorder:
             if "system" not in writers:
                 writers["system"] = TableWriter(
                     out, "system", schema.system_schema(sampler.meminfo_keys or []),
-                    writer_id="rec", flush_s=o.flush)
+                    writer_id="rec", flush_s=o.flush,
+                                light_segments=True)
             writers["system"].append(res.system)
             writers["processes"].extend(res.processes)
             writers["cgroup"].extend(res.cgroup)

@@ -80,6 +80,7 @@ class Sampler:
         bucket: TokenBucket,
         procfs: ProcFS | None = None,
         max_age: float = 15.0,
+        interval: float = 0.0,
         redact: Callable[[list[str]], list[str]] | None = None,
         clk_tck: int | None = None,
         read_cgroups: bool = True,
@@ -88,10 +89,12 @@ class Sampler:
         self.bucket = bucket
         self.procfs = procfs or selector.procfs
         self.max_age = max_age
+        self.interval = interval
         self.redact = redact
         self.clk_tck = clk_tck or os.sysconf("SC_CLK_TCK")
         self.read_cgroups = read_cgroups
         self.meminfo_keys: list[str] | None = None
+        self._meminfo_columns: dict[str, str] = {}
         self.procs: dict[Key, _ProcInfo] = {}
         self.group_faults: dict[Key, int] = {}
         self.failures: dict[str, int] = {}  # reason -> count over the whole recording
@@ -135,8 +138,12 @@ class Sampler:
         if self.meminfo_keys is None:
             self.meminfo_keys = list(meminfo)
         system = dict(common)
+        columns = self._meminfo_columns
         for k, v in meminfo.items():
-            system[meminfo_column(k)] = v
+            col = columns.get(k)
+            if col is None:
+                col = columns[k] = meminfo_column(k)
+            system[col] = v
 
         added, gone = self.selector.update()
         for w in gone:
@@ -201,8 +208,10 @@ class Sampler:
                       status.rss if status else None, self.group_faults.get(i.watched.group, 0))
             for i, st, status, errs in rows if st.state != "Z"
         ]
-        for c in due_order(cands, t, self.max_age):
+        due = due_order(cands, t, self.max_age, lead=self.interval)
+        for n, c in enumerate(due):
             if not self.bucket.allows:
+                self._budget_short(due[n:], t)
                 break
             info = self.procs[c.key]
             r0 = time.perf_counter()
@@ -289,6 +298,17 @@ class Sampler:
             errors=errors, pss_oldest_s=oldest, sum_rss=sum_rss, sum_pss=sum_pss,
             target_processes=n_target,
         )
+
+    def _budget_short(self, skipped: list[Candidate], t: float) -> None:
+        """Due reads the budget pushed back: warn once if a figure passes --pss-max-age."""
+        late = [c for c in skipped
+                if c.state.read_t is None or t - c.state.read_t > self.max_age]
+        if late:
+            self.warn_once("recorder", "budget-exhausted",
+                           f"the PSS budget is exhausted: {len(late)} processes have PSS "
+                           f"figures older than {self.max_age:g}s or none yet (raise "
+                           "--pss-budget, or --pss-max-age)",
+                           {"processes": len(late), "budget_s": self.bucket.balance})
 
     # --- process lifecycle ---------------------------------------------------------
     def _start(self, w: Watched) -> _ProcInfo:

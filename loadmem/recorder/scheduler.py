@@ -12,7 +12,8 @@ fraction of one core) with a token bucket:
 - a read starts only while the balance is positive, so one large read may drive it
   negative; then reads wait until the refill brings it back above zero.
 
-A process is *due* when it was never read, when its figure is older than ``max_age``, or
+A process is *due* when it was never read, when its figure would be older than ``max_age``
+by the next tick, or
 when it is *dirty*: its faults or RSS moved since its last read, or a process of its
 sharing group (the same tree: copy-on-write in one changes its siblings' and parent's PSS)
 faulted. Due processes are read in this order: never read, then overdue (oldest first),
@@ -78,8 +79,13 @@ class Candidate:
     group_faults: int  # the group's cumulative fault counter now
 
 
-def due_order(cands: Iterable[Candidate], now_t: float, max_age: float) -> list[Candidate]:
-    """The due processes, most urgent first (see module docstring)."""
+def due_order(cands: Iterable[Candidate], now_t: float, max_age: float,
+              lead: float = 0.0) -> list[Candidate]:
+    """The due processes, most urgent first (see module docstring).
+
+    ``lead`` (the tick interval): a figure that would pass ``max_age`` before the next tick
+    is overdue now, so that a read the budget pushes back by one tick is still in time."""
+    limit = max(max_age - lead, 0.0) if lead < max_age else max_age
     never, overdue, dirty = [], [], []
     for c in cands:
         s = c.state
@@ -89,7 +95,7 @@ def due_order(cands: Iterable[Candidate], now_t: float, max_age: float) -> list[
             never.append(c)
             continue
         age = now_t - s.read_t
-        if age >= max_age:
+        if age >= limit - 1e-9:
             overdue.append((-age, c))
             continue
         own = c.faults - s.faults_at_read

@@ -9,6 +9,7 @@ Everything is bounded by timeouts; no fixed sleeps decide an outcome.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,10 +61,8 @@ class Workload:
             self.proc.wait(timeout=5)
         except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
             pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=5)
 
 
@@ -90,7 +89,8 @@ def _wait_meta(out: Path, rec: subprocess.Popen, timeout: float = 30.0) -> float
     meta = out / "meta.json"
     while time.monotonic() < deadline:
         if rec.poll() is not None:
-            raise AssertionError(f"recorder exited early: {rec.stderr.read() if rec.stderr else ''}")
+            err = rec.stderr.read() if rec.stderr else ""
+            raise AssertionError(f"recorder exited early: {err}")
         if meta.exists():
             try:
                 return float(json.loads(meta.read_text())["start_monotonic"])

@@ -1,0 +1,505 @@
+"""The recorder's observer effect, measured against procpath on the same processes.
+
+One run, one process set: a parent allocates and touches 512 MiB of private anonymous
+memory, forks 15 children (16 processes sharing those pages copy-on-write), and all of them
+sit idle. On that set, one after the other:
+
+1. ``loadmem record --pid PARENT`` at its defaults (interval 1 s, PSS budget 2 %, PSS max
+   age 15 s), for ``--seconds`` after a warm-up;
+2. ``procpath record -f stat,status,smaps_rollup -i 1 -d bench.sqlite -p PIDLIST`` for as
+   long, installed in its own throw-away venv (``--procpath-venv``, default
+   ``/tmp/procpath-venv``): procpath is the reference, never a loadmem dependency.
+
+For each tool: CPU per second (utime + stime of its process from ``/proc/PID/stat``, over
+the steady window after the warm-up, so interpreter start-up is not counted; the whole
+lifetime from ``wait4`` is shown too), CPU per process-sample, bytes on disk per
+process-sample. For loadmem also: the cheap tier and the smaps_rollup reads per
+process-sample from its own ``recorder`` table, and the oldest PSS figure the recording
+carried (its freshness guarantee). A direct measurement of the raw read cost of
+``stat + status`` and of ``smaps_rollup`` for these processes is printed for scale.
+
+The process set is double-forked away from this script so that procpath's ``-p`` branch
+(which also reads every ancestor of the listed pids) holds no large ancestor; procpath is
+also given a JSONPath query that keeps only the 16 processes in its database. Both choices
+lower procpath's figures, so the ratios are conservative.
+
+Run (about 4 minutes, ~600 MiB)::
+
+    .venv/bin/python benchmarks/bench_recorder.py                  # 90 s per tool
+    .venv/bin/python benchmarks/bench_recorder.py --seconds 60 --no-write
+
+Results go to ``benchmarks/RESULTS-recorder.md`` (unless ``--no-write``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS-recorder.md"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1 << 20
+
+# Targets from issue 2.
+CPU_RATIO_TARGET = 0.10
+BYTES_RATIO_TARGET = 0.05
+PSS_AGE_TARGET_S = 15.0
+
+#: The process set: a parent that touches ``size`` bytes, forks ``children``, all idle.
+#: Double-forked (the launcher exits) and in its own session, so it hangs off init and
+#: one killpg ends it; ``alarm`` ends every member on its own if this script dies.
+PROCESS_SET = textwrap.dedent(
+    """
+    import os, signal, sys
+    size, children, life = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    signal.alarm(life)
+    buf = bytearray(size)
+    buf[::4096] = b"\\x01" * len(range(0, size, 4096))  # make every page resident
+    pids = [os.getpid()]
+    for _ in range(children):
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(life)
+            while True:
+                signal.pause()
+        pids.append(pid)
+    sys.stdout.write(" ".join(map(str, pids)) + "\\n")
+    sys.stdout.flush()
+    os.close(1)
+    while True:
+        signal.pause()
+    """
+)
+
+
+@dataclass
+class ToolRun:
+    """What one tool cost over the steady window, and over its whole life."""
+
+    name: str
+    window_s: float = 0.0
+    window_cpu_s: float = 0.0
+    life_cpu_s: float = 0.0
+    life_s: float = 0.0
+    samples: int = 0  # process-samples stored (rows)
+    window_samples: int = 0  # of which inside the steady window
+    bytes_on_disk: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cpu_per_s(self) -> float:
+        return self.window_cpu_s / self.window_s if self.window_s else float("nan")
+
+    @property
+    def cpu_us_per_sample(self) -> float:
+        n = self.window_samples
+        return self.window_cpu_s / n * 1e6 if n else float("nan")
+
+    @property
+    def bytes_per_sample(self) -> float:
+        return self.bytes_on_disk / self.samples if self.samples else float("nan")
+
+
+# --- process set ------------------------------------------------------------------------
+
+
+def start_process_set(size: int, children: int, life_s: int) -> list[int]:
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", PROCESS_SET, str(size), str(children), str(life_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert launcher.stdout is not None
+    line = launcher.stdout.readline()
+    launcher.wait(timeout=60)
+    pids = [int(p) for p in line.split()]
+    if len(pids) != children + 1:
+        raise SystemExit(f"process set did not start (got {line!r})")
+    return pids
+
+
+def stop_process_set(pids: list[int]) -> None:
+    try:
+        os.killpg(pids[0], signal.SIGTERM)  # the parent leads its own session and group
+    except ProcessLookupError:
+        pass
+
+
+def ancestors(pid: int) -> list[str]:
+    chain = []
+    while pid > 0:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        chain.append(f"{pid}:{comm}")
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+    return chain
+
+
+# --- measuring a tool -------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc/PID/stat (fields 14 and 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def run_tool(
+    name: str, cmd: list[str], warmup: float, seconds: float, stop_after: float, log: Path
+) -> ToolRun:
+    """Start ``cmd``; read its CPU at ``warmup`` and ``warmup + seconds``; let it finish.
+
+    The tool ends itself after ``stop_after`` seconds (its own duration option); it is sent
+    SIGINT if it overruns by 30 s, then killed.
+    """
+    run = ToolRun(name)
+    with log.open("w") as out:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        time.sleep(max(0.0, t0 + warmup - time.monotonic()))
+        c0, w0, wall0 = cpu_seconds(proc.pid), time.monotonic(), time.time()
+        time.sleep(max(0.0, w0 + seconds - time.monotonic()))
+        c1, w1, wall1 = cpu_seconds(proc.pid), time.monotonic(), time.time()
+        run.window_s, run.window_cpu_s = w1 - w0, c1 - c0
+        run.extra["window_wall"] = (wall0, wall1)
+        status, rusage = _wait(proc, t0 + stop_after + 30)
+        run.life_s = time.monotonic() - t0
+        run.life_cpu_s = rusage.ru_utime + rusage.ru_stime
+        run.extra["exit_status"] = status
+    return run
+
+
+def _wait(proc: subprocess.Popen, deadline: float) -> tuple[int, Any]:
+    sent = None
+    while True:
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, rusage
+        now = time.monotonic()
+        if now > deadline and sent is None:
+            proc.send_signal(signal.SIGINT)
+            sent = now
+        elif sent is not None and now > sent + 20:
+            proc.kill()
+        time.sleep(0.1)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --- loadmem ----------------------------------------------------------------------------
+
+
+def bench_loadmem(pids: list[int], work: Path, warmup: float, seconds: float) -> ToolRun:
+    out = work / "rec"
+    duration = warmup + seconds + 1
+    cmd = [sys.executable, "-m", "loadmem", "record", "--pid", str(pids[0]),
+           "--duration", f"{duration:g}s", "--out", str(out)]  # fmt: skip
+    run = run_tool("loadmem record", cmd, warmup, seconds, duration, work / "loadmem.log")
+    run.extra["cmd"] = " ".join(cmd[1:])
+    if run.extra["exit_status"] != 0:
+        raise SystemExit(
+            f"loadmem record failed ({run.extra['exit_status']}):\n"
+            + (work / "loadmem.log").read_text()[-2000:]
+        )
+    analyse_recording(run, out, set(pids))
+    return run
+
+
+def analyse_recording(run: ToolRun, out: Path, pids: set[int]) -> None:
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from loadmem.recording import open_recording
+
+    rec = open_recording(out)
+    procs = rec.table("processes")
+    w0, w1 = (pa.scalar(dt.datetime.fromtimestamp(w, dt.UTC), procs.schema.field("ts").type)
+              for w in run.extra["window_wall"])  # fmt: skip
+    t = procs.column("t")
+    in_window = pc.and_(pc.greater_equal(procs.column("ts"), w0),
+                        pc.less_equal(procs.column("ts"), w1))  # fmt: skip
+    run.samples = procs.num_rows
+    run.window_samples = int(pc.sum(pc.cast(in_window, "int64")).as_py() or 0)
+    run.bytes_on_disk = dir_bytes(out)
+    run.extra["processes_parquet_bytes"] = sum(f.stat().st_size for f in rec.files("processes"))
+    run.extra["complete"] = rec.complete
+    run.extra["watched_pids"] = len(set(procs.column("pid").to_pylist()) & pids)
+    run.extra["ticks"] = len(set(procs.column("tick").to_pylist()))
+
+    read_t = procs.column("pss_read_t")
+    age = pc.subtract(t, read_t)
+    run.extra["pss_age_max_s"] = pc.max(age).as_py()
+    run.extra["pss_age_max_window_s"] = pc.max(pc.filter(age, in_window)).as_py()
+    run.extra["pss_never_read_rows"] = read_t.null_count
+    fresh = procs.column("pss_fresh")
+    run.extra["smaps_reads_in_table"] = int(pc.sum(pc.cast(pc.fill_null(fresh, False), "int64")).as_py() or 0)
+
+    r = rec.table("recorder")
+    if r.num_rows:
+        def total(col: str) -> float:
+            return float(pc.sum(pc.fill_null(r.column(col), 0)).as_py() or 0)
+
+        proc_samples = total("processes")
+        reads = total("smaps_reads")
+        run.extra["cheap_us_per_sample"] = total("cheap_us") / proc_samples if proc_samples else None
+        run.extra["smaps_us_per_read"] = total("smaps_us") / reads if reads else None
+        run.extra["smaps_max_us"] = pc.max(r.column("smaps_max_us")).as_py()
+        run.extra["smaps_reads"] = reads
+        run.extra["tick_us_mean"] = total("tick_us") / r.num_rows
+        run.extra["pss_oldest_s_max"] = pc.max(r.column("pss_oldest_s")).as_py()
+        cpu = pc.add(r.column("cpu_user"), r.column("cpu_system"))
+        rt = r.column("t")
+        sel = pc.and_(pc.greater_equal(r.column("ts"), w0), pc.less_equal(r.column("ts"), w1))
+        cw, tw = pc.filter(cpu, sel).to_pylist(), pc.filter(rt, sel).to_pylist()
+        if len(cw) >= 2 and tw[-1] > tw[0]:
+            run.extra["self_reported_cpu_per_s"] = (cw[-1] - cw[0]) / (tw[-1] - tw[0])
+    run.extra["notes"] = rec.notes
+
+
+# --- procpath ---------------------------------------------------------------------------
+
+
+def ensure_procpath(venv: Path) -> Path:
+    exe = venv / "bin" / "procpath"
+    if not exe.exists():
+        print(f"installing procpath into {venv} (a throw-away venv, not a loadmem dependency)")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "procpath"], check=True)
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "import importlib.metadata as m; print(m.version('procpath'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    print(f"procpath {version} from {exe}")
+    return exe
+
+
+def bench_procpath(
+    exe: Path, pids: list[int], work: Path, warmup: float, seconds: float
+) -> ToolRun:
+    db = work / "bench.sqlite"
+    recnum = int(warmup + seconds + 1)
+    query = f"$..children[?(@.stat.pid == {pids[0]})]"
+    cmd = [str(exe), "record", "-f", "stat,status,smaps_rollup", "-i", "1", "-r", str(recnum),
+           "-d", str(db), "-p", ",".join(map(str, pids)), query]  # fmt: skip
+    run = run_tool("procpath record", cmd, warmup, seconds, recnum, work / "procpath.log")
+    run.extra["cmd"] = "procpath " + " ".join(cmd[1:-3]) + " -p PIDLIST '" + query + "'"
+    run.extra["version"] = exe
+    with sqlite3.connect(db) as con:
+        run.samples = con.execute("select count(*) from record").fetchone()[0]
+        run.window_samples = con.execute(  # procpath's ts is the wall clock (epoch seconds)
+            "select count(*) from record where ts >= ? and ts <= ?", run.extra["window_wall"]
+        ).fetchone()[0]
+        run.extra["ticks"] = con.execute("select count(distinct ts) from record").fetchone()[0]
+        run.extra["pids"] = con.execute("select count(distinct stat_pid) from record").fetchone()[0]
+    run.bytes_on_disk = db.stat().st_size
+    return run
+
+
+# --- raw read costs ---------------------------------------------------------------------
+
+
+def raw_read_costs(pids: list[int], rounds: int = 20) -> dict[str, float]:
+    """CPU µs (user + kernel, ``time.process_time``) per process for the raw file reads."""
+
+    def cost(names: tuple[str, ...], n: int) -> float:
+        c0 = time.process_time()
+        for _ in range(n):
+            for pid in pids:
+                for name in names:
+                    with open(f"/proc/{pid}/{name}", "rb") as f:
+                        f.read()
+        return (time.process_time() - c0) / (n * len(pids)) * 1e6
+
+    return {
+        "stat+status": cost(("stat", "status"), rounds * 10),
+        "smaps_rollup": cost(("smaps_rollup",), rounds),
+    }
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "memory": f"{int(mem) // 1024} MiB",
+        "thp": _read("/sys/kernel/mm/transparent_hugepage/enabled"),
+    }
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return "n/a"
+
+
+def _f(x: Any, fmt: str) -> str:
+    return "n/a" if x is None or x != x else format(x, fmt)
+
+
+def render(lm: ToolRun, pp: ToolRun, raw: dict[str, float], setup: dict[str, Any]) -> str:
+    cpu_ratio = lm.cpu_per_s / pp.cpu_per_s if pp.cpu_per_s else float("nan")
+    bytes_ratio = lm.bytes_per_sample / pp.bytes_per_sample if pp.bytes_per_sample else float("nan")
+    age = lm.extra.get("pss_age_max_window_s")
+    verdict = {
+        "cpu": cpu_ratio <= CPU_RATIO_TARGET,
+        "pss_age": age is not None and age <= PSS_AGE_TARGET_S,
+        "bytes": bytes_ratio <= BYTES_RATIO_TARGET,
+    }
+    ok = lambda b: "met" if b else "MISSED"  # noqa: E731
+    rows = [
+        ("CPU per second, steady window (% of one core)",
+         _f(lm.cpu_per_s * 100, ".2f"), _f(pp.cpu_per_s * 100, ".2f"), _f(cpu_ratio, ".3f"),
+         f"<= {CPU_RATIO_TARGET:g}: {ok(verdict['cpu'])}"),
+        ("CPU over whole life incl. start-up (s)",
+         _f(lm.life_cpu_s, ".2f"), _f(pp.life_cpu_s, ".2f"),
+         _f(lm.life_cpu_s / pp.life_cpu_s if pp.life_cpu_s else None, ".3f"), ""),
+        ("CPU per process-sample, all in (µs)",
+         _f(lm.cpu_us_per_sample, ".0f"), _f(pp.cpu_us_per_sample, ".0f"),
+         _f(lm.cpu_us_per_sample / pp.cpu_us_per_sample, ".3f"), ""),
+        ("oldest PSS figure in the steady window (s)",
+         _f(age, ".1f"), "1 (reads all every tick)", "",
+         f"<= {PSS_AGE_TARGET_S:g} s: {ok(verdict['pss_age'])}"),
+        ("bytes on disk per process-sample",
+         _f(lm.bytes_per_sample, ".1f"), _f(pp.bytes_per_sample, ".1f"), _f(bytes_ratio, ".4f"),
+         f"<= {BYTES_RATIO_TARGET:g}: {ok(verdict['bytes'])}"),
+        ("process-samples stored (rows)", str(lm.samples), str(pp.samples), "", ""),
+        ("bytes on disk", str(lm.bytes_on_disk), str(pp.bytes_on_disk), "", ""),
+    ]  # fmt: skip
+    x = lm.extra
+    lines = [
+        "# Recorder benchmark: `loadmem record` vs `procpath record`",
+        "",
+        f"Generated by `benchmarks/bench_recorder.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {k}: {v}" for k, v in machine().items()],
+        "",
+        "## Process set",
+        "",
+        f"- {setup['processes']} processes: a Python parent touched {setup['size_mib']} MiB of "
+        "private anonymous memory, then forked the rest; all idle (shared copy-on-write).",
+        f"- ancestors of the parent: {' <- '.join(setup['ancestors'][1:]) or 'none'}",
+        f"- steady window: {lm.window_s:.1f} s for loadmem, {pp.window_s:.1f} s for procpath, "
+        f"after a {setup['warmup']:g} s warm-up; the tools ran one after the other.",
+        f"- loadmem: `{lm.extra['cmd']}` (defaults: interval 1 s, PSS budget 2 %, PSS max age 15 s)",
+        f"- procpath: `{pp.extra['cmd']}`",
+        "",
+        "## Results",
+        "",
+        "| figure | loadmem record | procpath record | ratio | target |",
+        "|---|---|---|---|---|",
+        *[f"| {' | '.join(r)} |" for r in rows],
+        "",
+        "Where loadmem's time goes (its own `recorder` table, wall time per tick):",
+        "",
+        f"- cheap tier (stat/status of every watched process, discovery): "
+        f"{_f(x.get('cheap_us_per_sample'), '.0f')} µs per process-sample",
+        f"- smaps_rollup: {_f(x.get('smaps_us_per_read'), '.0f')} µs per read "
+        f"(longest {_f(x.get('smaps_max_us'), '.0f')} µs), {_f(x.get('smaps_reads'), '.0f')} reads "
+        f"in {x.get('ticks')} ticks for {x.get('watched_pids')} processes",
+        f"- mean tick: {_f(x.get('tick_us_mean'), '.0f')} µs; "
+        f"CPU per second it reports itself: {_f((x.get('self_reported_cpu_per_s') or 0) * 100, '.2f')} %",
+        f"- oldest PSS over the whole recording: {_f(x.get('pss_age_max_s'), '.1f')} s "
+        f"(recorder table `pss_oldest_s` max {_f(x.get('pss_oldest_s_max'), '.1f')} s); "
+        f"rows before the first read: {x.get('pss_never_read_rows')}",
+        f"- recording: {lm.bytes_on_disk} bytes in all, of which processes.parquet "
+        f"{x.get('processes_parquet_bytes')} bytes ({x.get('processes_parquet_bytes', 0) / max(lm.samples, 1):.1f} "
+        f"bytes per process-sample); finished cleanly: {x.get('complete')}",
+        "",
+        "Raw read cost on these processes (this script, `time.process_time`, user + kernel):",
+        "",
+        f"- `stat` + `status`: {raw['stat+status']:.0f} µs per process",
+        f"- `smaps_rollup`: {raw['smaps_rollup']:.0f} µs per process ({setup['size_mib']} MiB resident)",
+        "",
+        f"Targets: {'all met' if all(verdict.values()) else 'NOT all met: ' + ', '.join(k for k, v in verdict.items() if not v)}.",
+        "",
+    ]  # fmt: skip
+    return "\n".join(lines), verdict
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=90, help="steady window per tool (60-120)")
+    ap.add_argument("--warmup", type=float, default=5, help="seconds before the window opens")
+    ap.add_argument("--size-mib", type=int, default=512)
+    ap.add_argument("--processes", type=int, default=16)
+    ap.add_argument("--procpath-venv", type=Path, default=Path("/tmp/procpath-venv"))
+    ap.add_argument("--only", choices=["loadmem", "procpath"], help="run one tool (debugging)")
+    ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
+    args = ap.parse_args(argv)
+
+    exe = ensure_procpath(args.procpath_venv) if args.only != "loadmem" else None
+    life = int(2 * (args.warmup + args.seconds) + 240)
+    pids = start_process_set(args.size_mib * MIB, args.processes - 1, life)
+    setup = {"processes": len(pids), "size_mib": args.size_mib, "warmup": args.warmup,
+             "ancestors": ancestors(pids[0])}  # fmt: skip
+    print(f"process set: parent {pids[0]}, {len(pids)} processes; ancestors {setup['ancestors']}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-recorder-") as tmp:
+            work = Path(tmp)
+            raw = raw_read_costs(pids)
+            print(f"raw read cost per process: {json.dumps({k: round(v) for k, v in raw.items()})} µs")
+            lm = pp = None
+            if args.only != "procpath":
+                print(f"loadmem record: {args.warmup + args.seconds:g} s ...", flush=True)
+                lm = bench_loadmem(pids, work, args.warmup, args.seconds)
+                print(f"  CPU {lm.cpu_per_s * 100:.2f} % of a core, {lm.bytes_per_sample:.1f} B/sample")
+            if args.only != "loadmem":
+                assert exe is not None
+                print(f"procpath record: {args.warmup + args.seconds:g} s ...", flush=True)
+                pp = bench_procpath(exe, pids, work, args.warmup, args.seconds)
+                print(f"  CPU {pp.cpu_per_s * 100:.2f} % of a core, {pp.bytes_per_sample:.1f} B/sample")
+            if lm is None or pp is None:
+                return 0
+            text, verdict = render(lm, pp, raw, setup)
+    finally:
+        stop_process_set(pids)
+    print()
+    print(text)
+    if not args.no_write:
+        RESULTS.write_text(text)
+        print(f"written to {RESULTS}")
+    return 0 if all(verdict.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
