@@ -34,7 +34,7 @@ Results go to ``benchmarks/RESULTS-recorder.md`` (unless ``--no-write``).
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import platform
 import signal
@@ -135,10 +135,8 @@ def start_process_set(size: int, children: int, life_s: int) -> list[int]:
 
 
 def stop_process_set(pids: list[int]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pids[0], signal.SIGTERM)  # the parent leads its own session and group
-    except ProcessLookupError:
-        pass
 
 
 def ancestors(pid: int) -> list[str]:
@@ -229,62 +227,124 @@ def bench_loadmem(pids: list[int], work: Path, warmup: float, seconds: float) ->
 
 
 def analyse_recording(run: ToolRun, out: Path, pids: set[int]) -> None:
-    import datetime as dt
-
-    import pyarrow as pa
+    """Fill ``run`` from the recording: rows, bytes, PSS ages, the recorder's own timings."""
     import pyarrow.compute as pc
 
     from loadmem.recording import open_recording
 
     rec = open_recording(out)
     procs = rec.table("processes")
-    w0, w1 = (pa.scalar(dt.datetime.fromtimestamp(w, dt.UTC), procs.schema.field("ts").type)
-              for w in run.extra["window_wall"])  # fmt: skip
-    t = procs.column("t")
-    in_window = pc.and_(pc.greater_equal(procs.column("ts"), w0),
-                        pc.less_equal(procs.column("ts"), w1))  # fmt: skip
+    in_window = _window_mask(procs, run.extra["window_wall"])
     run.samples = procs.num_rows
-    run.window_samples = int(pc.sum(pc.cast(in_window, "int64")).as_py() or 0)
+    run.window_samples = _count(in_window)
     run.bytes_on_disk = dir_bytes(out)
-    run.extra["processes_parquet_bytes"] = sum(f.stat().st_size for f in rec.files("processes"))
-    run.extra["complete"] = rec.complete
-    run.extra["watched_pids"] = len(set(procs.column("pid").to_pylist()) & pids)
-    run.extra["ticks"] = len(set(procs.column("tick").to_pylist()))
+    x = run.extra
+    x["complete"] = rec.complete
+    x["watched_pids"] = len(set(procs.column("pid").to_pylist()) & pids)
+    x["ticks"] = len(set(procs.column("tick").to_pylist()))
+    x["tables"] = {
+        name: (rec.table(name).num_rows, sum(f.stat().st_size for f in rec.files(name)))
+        for name in ("system", "processes", "cgroup", "recorder", "events")
+        if rec.has(name)
+    }
+    x["marginal_bytes_per_sample"] = marginal_bytes(rec, x["ticks"], procs.num_rows)
 
-    read_t = procs.column("pss_read_t")
-    age = pc.subtract(t, read_t)
-    run.extra["pss_age_max_s"] = pc.max(age).as_py()
-    run.extra["pss_age_max_window_s"] = pc.max(pc.filter(age, in_window)).as_py()
-    run.extra["pss_never_read_rows"] = read_t.null_count
-    fresh = procs.column("pss_fresh")
-    run.extra["smaps_reads_in_table"] = int(pc.sum(pc.cast(pc.fill_null(fresh, False), "int64")).as_py() or 0)
+    age = pc.subtract(procs.column("t"), procs.column("pss_read_t"))
+    x["pss_age_max_s"] = pc.max(age).as_py()
+    x["pss_age_max_window_s"] = pc.max(pc.filter(age, in_window)).as_py()
+    x["pss_age_p99_window_s"] = _quantile(pc.filter(age, in_window), 0.99)
+    x["pss_never_read_rows"] = procs.column("pss_read_t").null_count
 
     r = rec.table("recorder")
-    if r.num_rows:
-        def total(col: str) -> float:
-            return float(pc.sum(pc.fill_null(r.column(col), 0)).as_py() or 0)
+    if not r.num_rows:
+        return
 
-        proc_samples = total("processes")
-        reads = total("smaps_reads")
-        run.extra["cheap_us_per_sample"] = total("cheap_us") / proc_samples if proc_samples else None
-        run.extra["smaps_us_per_read"] = total("smaps_us") / reads if reads else None
-        run.extra["smaps_max_us"] = pc.max(r.column("smaps_max_us")).as_py()
-        run.extra["smaps_reads"] = reads
-        run.extra["tick_us_mean"] = total("tick_us") / r.num_rows
-        run.extra["pss_oldest_s_max"] = pc.max(r.column("pss_oldest_s")).as_py()
-        cpu = pc.add(r.column("cpu_user"), r.column("cpu_system"))
-        rt = r.column("t")
-        sel = pc.and_(pc.greater_equal(r.column("ts"), w0), pc.less_equal(r.column("ts"), w1))
-        cw, tw = pc.filter(cpu, sel).to_pylist(), pc.filter(rt, sel).to_pylist()
-        if len(cw) >= 2 and tw[-1] > tw[0]:
-            run.extra["self_reported_cpu_per_s"] = (cw[-1] - cw[0]) / (tw[-1] - tw[0])
-    run.extra["notes"] = rec.notes
+    def total(col: str) -> float:
+        return float(pc.sum(pc.fill_null(r.column(col), 0)).as_py() or 0)
+
+    samples, reads = total("processes"), total("smaps_reads")
+    x["cheap_us_per_sample"] = total("cheap_us") / samples if samples else None
+    x["smaps_us_per_read"] = total("smaps_us") / reads if reads else None
+    x["smaps_max_us"] = pc.max(r.column("smaps_max_us")).as_py()
+    x["smaps_reads"] = reads
+    per_tick = [v or 0 for v in r.column("smaps_reads").to_pylist()]
+    x["ticks_with_reads"] = sum(1 for v in per_tick if v)
+    x["max_reads_per_tick"] = max(per_tick)
+    x["other_us_per_tick"] = (total("tick_us") - total("cheap_us") - total("smaps_us")) / r.num_rows
+    x["tick_us_mean"] = total("tick_us") / r.num_rows
+    x["budget_min_s"] = pc.min(r.column("budget_s")).as_py()
+    x["pss_oldest_s_max"] = pc.max(r.column("pss_oldest_s")).as_py()
+    sel = _window_mask(r, run.extra["window_wall"])
+    cpu = pc.filter(pc.add(r.column("cpu_user"), r.column("cpu_system")), sel).to_pylist()
+    rt = pc.filter(r.column("t"), sel).to_pylist()
+    if len(cpu) >= 2 and rt[-1] > rt[0]:
+        x["self_reported_cpu_per_s"] = (cpu[-1] - cpu[0]) / (rt[-1] - rt[0])
+    x["notes"] = rec.notes
+
+
+def _window_mask(table: Any, window_wall: tuple[float, float]) -> Any:
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ts_type = table.schema.field("ts").type
+    w0, w1 = (pa.scalar(dt.datetime.fromtimestamp(w, dt.UTC), ts_type) for w in window_wall)
+    ts = table.column("ts")
+    return pc.and_(pc.greater_equal(ts, w0), pc.less_equal(ts, w1))
+
+
+def _count(mask: Any) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.cast(mask, "int64")).as_py() or 0)
+
+
+def _quantile(values: Any, q: float) -> float | None:
+    import pyarrow.compute as pc
+
+    got = pc.quantile(values, q=q).to_pylist()
+    return got[0] if got else None
+
+
+def marginal_bytes(rec: Any, ticks: int, samples: int) -> float | None:
+    """Bytes one more tick adds per process-sample, all tables together, once merged.
+
+    Each table is written again (zstd, as the merge writes it) with the rows of the first
+    half of the ticks; (full - half) / (samples of the second half) is what a longer
+    recording converges to, without the fixed cost of the files' footers and schemas.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if ticks < 4:
+        return None
+    half_tick = ticks // 2
+    extra_bytes, extra_samples = 0, 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("system", "processes", "cgroup", "recorder", "events"):
+            if not rec.has(name):
+                continue
+            table = rec.table(name)
+            if "tick" in table.column_names:
+                half = table.filter(pc.less(table.column("tick"), half_tick))
+            else:  # events: no tick; split by time
+                half = table.slice(0, table.num_rows // 2)
+            sizes = []
+            for i, part in enumerate((table, half)):
+                path = Path(tmp) / f"{name}-{i}.parquet"
+                pq.write_table(part, path, compression="zstd", use_dictionary=True)
+                sizes.append(path.stat().st_size)
+            extra_bytes += sizes[0] - sizes[1]
+            if name == "processes":
+                extra_samples = table.num_rows - half.num_rows
+    return extra_bytes / extra_samples if extra_samples else None
 
 
 # --- procpath ---------------------------------------------------------------------------
 
 
-def ensure_procpath(venv: Path) -> Path:
+def ensure_procpath(venv: Path) -> tuple[Path, str]:
     exe = venv / "bin" / "procpath"
     if not exe.exists():
         print(f"installing procpath into {venv} (a throw-away venv, not a loadmem dependency)")
@@ -296,7 +356,7 @@ def ensure_procpath(venv: Path) -> Path:
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     print(f"procpath {version} from {exe}")
-    return exe
+    return exe, version
 
 
 def bench_procpath(
@@ -309,7 +369,6 @@ def bench_procpath(
            "-d", str(db), "-p", ",".join(map(str, pids)), query]  # fmt: skip
     run = run_tool("procpath record", cmd, warmup, seconds, recnum, work / "procpath.log")
     run.extra["cmd"] = "procpath " + " ".join(cmd[1:-3]) + " -p PIDLIST '" + query + "'"
-    run.extra["version"] = exe
     with sqlite3.connect(db) as con:
         run.samples = con.execute("select count(*) from record").fetchone()[0]
         run.window_samples = con.execute(  # procpath's ts is the wall clock (epoch seconds)
@@ -374,123 +433,181 @@ def _f(x: Any, fmt: str) -> str:
     return "n/a" if x is None or x != x else format(x, fmt)
 
 
-def render(lm: ToolRun, pp: ToolRun, raw: dict[str, float], setup: dict[str, Any]) -> str:
-    cpu_ratio = lm.cpu_per_s / pp.cpu_per_s if pp.cpu_per_s else float("nan")
-    bytes_ratio = lm.bytes_per_sample / pp.bytes_per_sample if pp.bytes_per_sample else float("nan")
-    age = lm.extra.get("pss_age_max_window_s")
-    verdict = {
-        "cpu": cpu_ratio <= CPU_RATIO_TARGET,
-        "pss_age": age is not None and age <= PSS_AGE_TARGET_S,
-        "bytes": bytes_ratio <= BYTES_RATIO_TARGET,
-    }
-    ok = lambda b: "met" if b else "MISSED"  # noqa: E731
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+@dataclass
+class Verdict:
+    cpu_ratio: float | None
+    bytes_ratio: float | None
+    pss_age: float | None
+
+    @property
+    def checks(self) -> dict[str, bool]:
+        return {
+            "cpu": self.cpu_ratio is not None and self.cpu_ratio <= CPU_RATIO_TARGET,
+            "pss_age": self.pss_age is not None and self.pss_age <= PSS_AGE_TARGET_S,
+            "bytes": self.bytes_ratio is not None and self.bytes_ratio <= BYTES_RATIO_TARGET,
+        }
+
+    @property
+    def ok(self) -> bool:
+        return all(self.checks.values())
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**MISSED**"
+
+
+def results_table(lm: ToolRun, pp: ToolRun, v: Verdict) -> list[str]:
+    c = v.checks
+    x = lm.extra
+    marginal = x.get("marginal_bytes_per_sample")
     rows = [
-        ("CPU per second, steady window (% of one core)",
-         _f(lm.cpu_per_s * 100, ".2f"), _f(pp.cpu_per_s * 100, ".2f"), _f(cpu_ratio, ".3f"),
-         f"<= {CPU_RATIO_TARGET:g}: {ok(verdict['cpu'])}"),
-        ("CPU over whole life incl. start-up (s)",
+        ("recorder CPU per second, steady window (% of one core)",
+         _f(lm.cpu_per_s * 100, ".2f"), _f(pp.cpu_per_s * 100, ".2f"), _f(v.cpu_ratio, ".3f"),
+         f"<= {CPU_RATIO_TARGET:g}: {_met(c['cpu'])}"),
+        ("CPU over the whole life, start-up and merge included (s)",
          _f(lm.life_cpu_s, ".2f"), _f(pp.life_cpu_s, ".2f"),
-         _f(lm.life_cpu_s / pp.life_cpu_s if pp.life_cpu_s else None, ".3f"), ""),
-        ("CPU per process-sample, all in (µs)",
+         _f(_ratio(lm.life_cpu_s, pp.life_cpu_s), ".3f"), ""),
+        ("CPU per process-sample, everything included (µs)",
          _f(lm.cpu_us_per_sample, ".0f"), _f(pp.cpu_us_per_sample, ".0f"),
-         _f(lm.cpu_us_per_sample / pp.cpu_us_per_sample, ".3f"), ""),
+         _f(_ratio(lm.cpu_us_per_sample, pp.cpu_us_per_sample), ".3f"), ""),
         ("oldest PSS figure in the steady window (s)",
-         _f(age, ".1f"), "1 (reads all every tick)", "",
-         f"<= {PSS_AGE_TARGET_S:g} s: {ok(verdict['pss_age'])}"),
-        ("bytes on disk per process-sample",
-         _f(lm.bytes_per_sample, ".1f"), _f(pp.bytes_per_sample, ".1f"), _f(bytes_ratio, ".4f"),
-         f"<= {BYTES_RATIO_TARGET:g}: {ok(verdict['bytes'])}"),
+         _f(v.pss_age, ".1f"), "~1 (all read every tick)", "",
+         f"<= {PSS_AGE_TARGET_S:g} s: {_met(c['pss_age'])}"),
+        ("bytes on disk per process-sample (whole recording / rows)",
+         _f(lm.bytes_per_sample, ".1f"), _f(pp.bytes_per_sample, ".1f"),
+         _f(v.bytes_ratio, ".4f"), f"<= {BYTES_RATIO_TARGET:g}: {_met(c['bytes'])}"),
+        ("bytes per process-sample, marginal (a longer recording tends to this)",
+         _f(marginal, ".1f"), _f(pp.bytes_per_sample, ".1f"),
+         _f(_ratio(marginal, pp.bytes_per_sample), ".4f"), ""),
         ("process-samples stored (rows)", str(lm.samples), str(pp.samples), "", ""),
         ("bytes on disk", str(lm.bytes_on_disk), str(pp.bytes_on_disk), "", ""),
     ]  # fmt: skip
-    x = lm.extra
-    lines = [
-        "# Recorder benchmark: `loadmem record` vs `procpath record`",
-        "",
-        f"Generated by `benchmarks/bench_recorder.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        "",
-        "## Machine",
-        "",
-        *[f"- {k}: {v}" for k, v in machine().items()],
-        "",
-        "## Process set",
-        "",
-        f"- {setup['processes']} processes: a Python parent touched {setup['size_mib']} MiB of "
-        "private anonymous memory, then forked the rest; all idle (shared copy-on-write).",
-        f"- ancestors of the parent: {' <- '.join(setup['ancestors'][1:]) or 'none'}",
-        f"- steady window: {lm.window_s:.1f} s for loadmem, {pp.window_s:.1f} s for procpath, "
-        f"after a {setup['warmup']:g} s warm-up; the tools ran one after the other.",
-        f"- loadmem: `{lm.extra['cmd']}` (defaults: interval 1 s, PSS budget 2 %, PSS max age 15 s)",
-        f"- procpath: `{pp.extra['cmd']}`",
-        "",
-        "## Results",
-        "",
+    return [
         "| figure | loadmem record | procpath record | ratio | target |",
         "|---|---|---|---|---|",
         *[f"| {' | '.join(r)} |" for r in rows],
+    ]
+
+
+def loadmem_details(lm: ToolRun) -> list[str]:
+    x = lm.extra
+    tables = ", ".join(
+        f"{name} {size} B / {rows} rows" for name, (rows, size) in x.get("tables", {}).items()
+    )
+    self_cpu = x.get("self_reported_cpu_per_s")
+    return [
+        "Where loadmem's time and bytes go (its own `recorder` table; wall time per tick):",
         "",
-        "Where loadmem's time goes (its own `recorder` table, wall time per tick):",
-        "",
-        f"- cheap tier (stat/status of every watched process, discovery): "
+        f"- cheap tier (meminfo, discovery, stat + status of every watched process): "
         f"{_f(x.get('cheap_us_per_sample'), '.0f')} µs per process-sample",
-        f"- smaps_rollup: {_f(x.get('smaps_us_per_read'), '.0f')} µs per read "
-        f"(longest {_f(x.get('smaps_max_us'), '.0f')} µs), {_f(x.get('smaps_reads'), '.0f')} reads "
-        f"in {x.get('ticks')} ticks for {x.get('watched_pids')} processes",
-        f"- mean tick: {_f(x.get('tick_us_mean'), '.0f')} µs; "
-        f"CPU per second it reports itself: {_f((x.get('self_reported_cpu_per_s') or 0) * 100, '.2f')} %",
-        f"- oldest PSS over the whole recording: {_f(x.get('pss_age_max_s'), '.1f')} s "
-        f"(recorder table `pss_oldest_s` max {_f(x.get('pss_oldest_s_max'), '.1f')} s); "
-        f"rows before the first read: {x.get('pss_never_read_rows')}",
-        f"- recording: {lm.bytes_on_disk} bytes in all, of which processes.parquet "
-        f"{x.get('processes_parquet_bytes')} bytes ({x.get('processes_parquet_bytes', 0) / max(lm.samples, 1):.1f} "
-        f"bytes per process-sample); finished cleanly: {x.get('complete')}",
+        f"- smaps_rollup: {_f(x.get('smaps_us_per_read'), '.0f')} µs per read (longest "
+        f"{_f(x.get('smaps_max_us'), '.0f')} µs); {_f(x.get('smaps_reads'), '.0f')} reads in "
+        f"{x.get('ticks')} ticks for {x.get('watched_pids')} processes, on "
+        f"{x.get('ticks_with_reads')} ticks, at most {x.get('max_reads_per_tick')} in one tick",
+        f"- the rest of a tick (cgroup files, building rows): "
+        f"{_f(x.get('other_us_per_tick'), '.0f')} µs; mean tick {_f(x.get('tick_us_mean'), '.0f')} "
+        f"µs; segment writes and the merge come on top",
+        f"- CPU per second it reports itself (`recorder` table): "
+        f"{_f(self_cpu * 100 if self_cpu is not None else None, '.2f')} %; "
+        f"lowest budget balance {_f(x.get('budget_min_s'), '.3f')} CPU s",
+        f"- PSS age in the steady window: max {_f(x.get('pss_age_max_window_s'), '.1f')} s, "
+        f"p99 {_f(x.get('pss_age_p99_window_s'), '.1f')} s; over the whole recording "
+        f"{_f(x.get('pss_age_max_s'), '.1f')} s (`pss_oldest_s` max "
+        f"{_f(x.get('pss_oldest_s_max'), '.1f')} s); rows before the first read: "
+        f"{x.get('pss_never_read_rows')}",
+        f"- on disk, merged, finished cleanly: {x.get('complete')}: {tables}",
+    ]
+
+
+def render(lm: ToolRun, pp: ToolRun, raw: dict[str, float], setup: dict[str, Any]
+           ) -> tuple[str, Verdict]:  # fmt: skip
+    v = Verdict(
+        cpu_ratio=_ratio(lm.cpu_per_s, pp.cpu_per_s),
+        bytes_ratio=_ratio(lm.bytes_per_sample, pp.bytes_per_sample),
+        pss_age=lm.extra.get("pss_age_max_window_s"),
+    )
+    missed = [k for k, ok in v.checks.items() if not ok]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        "# Recorder benchmark: `loadmem record` vs `procpath record`",
         "",
-        "Raw read cost on these processes (this script, `time.process_time`, user + kernel):",
+        f"Generated by `benchmarks/bench_recorder.py` on {when} "
+        f"(total run time {setup['elapsed_s']:.0f} s).",
+        "",
+        "## Machine",
+        "",
+        *[f"- {k}: {val}" for k, val in machine().items()],
+        "",
+        "## Process set and commands",
+        "",
+        f"- {setup['processes']} processes: a Python parent touched {setup['size_mib']} MiB of "
+        "private anonymous memory, then forked the others; all idle, sharing it copy-on-write.",
+        f"- ancestors of the parent: {' <- '.join(setup['ancestors'][1:]) or 'none'}",
+        f"- steady window: {lm.window_s:.1f} s for loadmem, {pp.window_s:.1f} s for procpath, "
+        f"after a {setup['warmup']:g} s warm-up; the tools ran one after the other.",
+        f"- loadmem: `loadmem {' '.join(lm.extra['cmd'].split()[2:])}` "
+        "(defaults: interval 1 s, PSS budget 2 %, PSS max age 15 s, flush 5 s)",
+        f"- procpath {pp.extra.get('version', '')}: `{pp.extra['cmd']}`",
+        "",
+        "## Results",
+        "",
+        *results_table(lm, pp, v),
+        "",
+        *loadmem_details(lm),
+        "",
+        "Raw read cost on these processes (`time.process_time`, user + kernel, no parsing):",
         "",
         f"- `stat` + `status`: {raw['stat+status']:.0f} µs per process",
-        f"- `smaps_rollup`: {raw['smaps_rollup']:.0f} µs per process ({setup['size_mib']} MiB resident)",
+        f"- `smaps_rollup`: {raw['smaps_rollup']:.0f} µs per process "
+        f"({setup['size_mib']} MiB resident each)",
         "",
-        f"Targets: {'all met' if all(verdict.values()) else 'NOT all met: ' + ', '.join(k for k, v in verdict.items() if not v)}.",
+        "Targets: " + ("all met." if v.ok else "NOT all met: " + ", ".join(missed) + "."),
         "",
-    ]  # fmt: skip
-    return "\n".join(lines), verdict
+    ]
+    return "\n".join(lines), v
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=90, help="steady window per tool (60-120)")
     ap.add_argument("--warmup", type=float, default=5, help="seconds before the window opens")
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--processes", type=int, default=16)
     ap.add_argument("--procpath-venv", type=Path, default=Path("/tmp/procpath-venv"))
-    ap.add_argument("--only", choices=["loadmem", "procpath"], help="run one tool (debugging)")
+    ap.add_argument("--keep", type=Path, help="keep the recording and the SQLite file here")
     ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
     args = ap.parse_args(argv)
 
-    exe = ensure_procpath(args.procpath_venv) if args.only != "loadmem" else None
+    t_start = time.monotonic()
+    exe, version = ensure_procpath(args.procpath_venv)
     life = int(2 * (args.warmup + args.seconds) + 240)
     pids = start_process_set(args.size_mib * MIB, args.processes - 1, life)
-    setup = {"processes": len(pids), "size_mib": args.size_mib, "warmup": args.warmup,
-             "ancestors": ancestors(pids[0])}  # fmt: skip
+    setup: dict[str, Any] = {"processes": len(pids), "size_mib": args.size_mib,
+                             "warmup": args.warmup, "ancestors": ancestors(pids[0])}  # fmt: skip
     print(f"process set: parent {pids[0]}, {len(pids)} processes; ancestors {setup['ancestors']}")
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-recorder-") as tmp:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="bench-recorder-", dir=args.keep) as tmp:
             work = Path(tmp)
             raw = raw_read_costs(pids)
-            print(f"raw read cost per process: {json.dumps({k: round(v) for k, v in raw.items()})} µs")
-            lm = pp = None
-            if args.only != "procpath":
-                print(f"loadmem record: {args.warmup + args.seconds:g} s ...", flush=True)
-                lm = bench_loadmem(pids, work, args.warmup, args.seconds)
-                print(f"  CPU {lm.cpu_per_s * 100:.2f} % of a core, {lm.bytes_per_sample:.1f} B/sample")
-            if args.only != "loadmem":
-                assert exe is not None
-                print(f"procpath record: {args.warmup + args.seconds:g} s ...", flush=True)
-                pp = bench_procpath(exe, pids, work, args.warmup, args.seconds)
-                print(f"  CPU {pp.cpu_per_s * 100:.2f} % of a core, {pp.bytes_per_sample:.1f} B/sample")
-            if lm is None or pp is None:
-                return 0
+            print("raw read CPU per process (µs):", {k: round(v) for k, v in raw.items()})
+            print(f"loadmem record: {args.warmup + args.seconds:g} s ...", flush=True)
+            lm = bench_loadmem(pids, work, args.warmup, args.seconds)
+            print(f"  {lm.cpu_per_s * 100:.2f} % of a core, {lm.bytes_per_sample:.1f} B/sample")
+            print(f"procpath record: {args.warmup + args.seconds:g} s ...", flush=True)
+            pp = bench_procpath(exe, pids, work, args.warmup, args.seconds)
+            pp.extra["version"] = version
+            print(f"  {pp.cpu_per_s * 100:.2f} % of a core, {pp.bytes_per_sample:.1f} B/sample")
+            setup["elapsed_s"] = time.monotonic() - t_start
             text, verdict = render(lm, pp, raw, setup)
+            if args.keep:
+                for f in work.iterdir():
+                    f.rename(args.keep / f.name)
     finally:
         stop_process_set(pids)
     print()
@@ -498,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         RESULTS.write_text(text)
         print(f"written to {RESULTS}")
-    return 0 if all(verdict.values()) else 1
+    return 0 if verdict.ok else 1
 
 
 if __name__ == "__main__":

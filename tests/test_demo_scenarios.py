@@ -99,6 +99,7 @@ def _by_name(stats: list[dict]) -> dict[str, dict]:
     return {s["name"]: s for s in stats}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_demo_and_browse_scenarios_against_the_demo_server() -> None:
     with start_demo(workers=2, table_mb=4) as server:
@@ -115,3 +116,26 @@ def test_demo_and_browse_scenarios_against_the_demo_server() -> None:
     assert any(name.startswith("/item/") or name == "/api/items" for name in browse)
     assert all(s["num_failures"] == 0 for s in browse.values())
     assert step["/"]["num_requests"] > 0
+
+
+_LINKS_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from browse import same_origin_links
+html = '''<a href="/a">a</a> <a href="b?x=1#frag">b</a> <a href="http://other.example/c">c</a>
+<a href="https://h.test:8080/s">s</a> <a href="mailto:x@y">m</a> <a href="javascript:void(0)">j</a>
+<a href="//h.test:8080/d">d</a> <a>no href</a> <a href="http://h.test:8080/e">e</a>'''
+print(json.dumps(same_origin_links("http://h.test:8080/dir/page", html)))
+"""
+
+
+def test_browse_follows_same_origin_links_only() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _LINKS_PROBE, str(ORIGINALS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    links = json.loads(out.strip().splitlines()[-1])
+    assert links == ["/a", "/dir/b?x=1", "/d", "/e"]

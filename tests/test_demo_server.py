@@ -163,6 +163,7 @@ def test_dead_worker_is_respawned() -> None:
         os.kill(victim, signal.SIGKILL)
         assert _wait_for(lambda: victim not in _children(s.pid) and len(_children(s.pid)) == 2)
         assert _children(s.pid) - set(s.workers)  # a new pid
+        assert s.current_workers() == sorted(_children(s.pid))
         statuses = {_get(s, "/health")[0] for _ in range(10)}
         assert statuses == {200}
 
@@ -173,6 +174,7 @@ def test_stop_leaves_no_process_behind() -> None:
     assert all(_alive(p) for p in pids)
     assert s.stop() == 0
     assert _wait_for(lambda: not any(_alive(p) for p in pids), timeout=10)
+    assert s.current_workers() == []
     assert s.stop() == 0  # idempotent
 
 

@@ -194,3 +194,18 @@ def test_recording_cut_short_by_sigkill_still_plots(tmp_path: Path):
     fig = render_figure(open_recording(path), analyze(path))
     pss = _line(_axes_by_title(fig)[plot.TITLE_TRUTH], "sum PSS").get_ydata()
     assert np.count_nonzero(~np.isnan(pss)) >= 3
+
+
+def test_series_differ_by_more_than_colour(cow):
+    """Grey-scale printing and colour blindness: within a panel no two labelled series may
+    share line style and width (lines) or hatch (bands); colour alone is not enough."""
+    rec, analysis = cow
+    fig = render_figure(rec, analysis)
+    for title, ax in _axes_by_title(fig).items():
+        lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+        lines = [ln for ln in lines if len(ln.get_xdata())]  # not the legend-only notes
+        styles = [(str(ln.get_linestyle()), ln.get_linewidth()) for ln in lines]
+        assert len(set(styles)) == len(styles), (title, styles)
+        bands = [c for c in ax.collections if not c.get_label().startswith("_")]
+        hatches = [c.get_hatch() for c in bands]
+        assert len(set(hatches)) == len(hatches), (title, hatches)

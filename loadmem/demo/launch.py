@@ -85,6 +85,14 @@ class DemoServer:
     def running(self) -> bool:
         return self._proc.poll() is None
 
+    def current_workers(self) -> list[int]:
+        """The master's children now (respawned workers included); [] once it is gone."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                return sorted(int(p) for p in f.read().split())
+        except OSError:
+            return []
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM the master (it stops its workers), wait, SIGKILL the group if needed.
 

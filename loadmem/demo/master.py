@@ -123,8 +123,17 @@ class Master:
         try:
             while got < self.config.workers:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([read_fd], [], [], left)[0]:
+                if left <= 0:
                     raise LoadmemError(f"workers not ready after {READY_TIMEOUT:.0f} s")
+                if not select.select([read_fd], [], [], min(left, 0.2))[0]:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                    if pid:
+                        self.workers.pop(pid, None)
+                        code = os.waitstatus_to_exitcode(status)
+                        raise LoadmemError(
+                            f"worker pid {pid} died during startup (exit {code}); see the log"
+                        )
+                    continue
                 chunk = os.read(read_fd, 64)
                 if not chunk:
                     raise LoadmemError("a worker died during startup (see the log above)")

@@ -1,4 +1,7 @@
-"""One forked worker: serve HTTP on the inherited socket, collect garbage when idle.
+"""One forked worker: serve HTTP on its listening socket, collect garbage when idle.
+
+Each worker accepts on its own socket (all bound to the same port with SO_REUSEPORT, see
+``master.bind``), inherited from the master across the fork.
 
 The loop is a ``selectors`` event loop so one worker holds many keep-alive connections
 (Locust's users each keep one open); a blocking accept-serve-close worker would stall
@@ -158,8 +161,24 @@ class Worker:
         self._process(conn, now)
 
     def _process(self, conn: _Conn, now: float) -> None:
-        """Answer every complete request in ``inbuf`` (pipelining), then send what we can."""
-        while not conn.closing and len(conn.outbuf) < _MAX_PENDING_OUT:
+        """Answer the complete requests in ``inbuf`` (pipelining) and send what we can.
+
+        Answers are held back while ``_MAX_PENDING_OUT`` bytes wait to be sent; if the send
+        then empties the buffer at once, no write event will come to resume, so go on here.
+        """
+        while True:
+            held_back = self._answer(conn, now)
+            self._flush(conn)
+            if not held_back or conn.sock.fileno() not in self._conns:
+                return
+            if len(conn.outbuf) >= _MAX_PENDING_OUT:
+                return  # the write event resumes once the client reads
+
+    def _answer(self, conn: _Conn, now: float) -> bool:
+        """Answer requests into ``outbuf``; True if some were held back (output full)."""
+        while not conn.closing:
+            if len(conn.outbuf) >= _MAX_PENDING_OUT:
+                return True
             try:
                 parsed = parse_request(conn.inbuf)
             except BadRequest as e:
@@ -180,7 +199,7 @@ class Worker:
             if counts_as_traffic(request.target):
                 self._last_traffic = now
                 self._last_gc = None
-        self._flush(conn)
+        return False
 
     def _flush(self, conn: _Conn) -> None:
         if conn.outbuf:

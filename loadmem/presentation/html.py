@@ -19,6 +19,7 @@ import io
 import json
 import math
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -349,12 +350,19 @@ def _meta_html(rec: Recording, analysis: Analysis) -> str:
             pairs.append((label, format_value(key, meta[key])))
     if "duration_s" not in meta or meta.get("duration_s") is None:
         pairs.append(("length", format_duration(rec.duration)))
+    if isinstance(meta.get("argv"), list):  # writers store it redacted (loadmem.redact)
+        pairs.append(("command", shlex.join(str(a) for a in meta["argv"])))
     cost = [
         (label, format_value(name, analysis.figures[name]))
         for name, label in RECORDER_FIGURES
         if analysis.figures.get(name) is not None
     ]
-    cost += _recorder_totals(rec)
+    have_stall = analysis.figures.get("recorder.smaps_max_stall_ms") is not None
+    cost += [
+        (k, v)
+        for k, v in _recorder_totals(rec)
+        if not (have_stall and k == "longest smaps_rollup read")  # the same figure, shown once
+    ]
     shown = {k for k, _ in META_KEYS}
     rest = {k: v for k, v in sorted(meta.items()) if k not in shown and k != "argv"}
     parts = [_kv_table(pairs), "<h3>What observing cost</h3>", _kv_table(cost)]

@@ -400,47 +400,59 @@ def _finding_label(f: Finding) -> str:
     return f"{parts[0]}: {' '.join(parts[1:])}" if len(parts) > 1 else parts[0]
 
 
+#: Height of one annotation lane above the data, as a fraction of the panel height.
+_LANE = 0.11
+
+
 def _annotate_findings(axes: dict[str, Axes], analysis: Analysis, ctx: _Ctx) -> int:
-    """Mark where each finding starts and how many MB it is about; return how many drawn."""
-    drawn: dict[str, int] = {}
+    """Mark where each finding starts, the stretch it covers and how many MB it is about.
+
+    Each annotated panel gets one lane per finding above its data (the y range is extended
+    to make room), so a label never hides a line. Worst severity first. Returns how many
+    findings were drawn.
+    """
+    per_panel: dict[str, list[Finding]] = {}
     for f in sorted(analysis.findings, key=lambda f: -severity_rank(f.severity)):
-        if f.severity == "ok":
-            continue
         panel = FINDING_PANEL.get(f.id, "system")
-        ax = axes.get(panel) or axes.get("system")
-        if not panel or ax is None:
+        if f.severity == "ok" or not panel:
             continue
+        panel = panel if panel in axes else "system"
         t0 = f.t_start if f.t_start is not None else ctx.data.t_start
-        if not ctx.data.t_start <= t0 <= ctx.data.t_end:
-            continue
-        n = drawn.get(panel, 0)
-        drawn[panel] = n + 1
-        colour = VERMILLION if severity_rank(f.severity) >= severity_rank("warning") else "#444"
-        ax.axvline(ctx.x(t0), color=colour, linestyle=(0, (4, 2)), linewidth=1.3, zorder=4)
-        if f.t_end is not None and f.t_end > t0:
-            y = 0.86 - 0.16 * n
-            ax.annotate(
-                "",
-                xy=(ctx.x(min(f.t_end, ctx.data.t_end)), y),
-                xytext=(ctx.x(t0), y),
-                xycoords=("data", "axes fraction"),
-                arrowprops={"arrowstyle": "|-|", "color": colour, "linewidth": 1.0},
-                zorder=4,
+        if panel in axes and ctx.data.t_start <= t0 <= ctx.data.t_end:
+            per_panel.setdefault(panel, []).append(f)
+    for panel, findings in per_panel.items():
+        ax = axes[panel]
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, lo + (hi - lo) / (1 - _LANE * len(findings) - 0.02))
+        for i, f in enumerate(findings):
+            t0 = f.t_start if f.t_start is not None else ctx.data.t_start
+            y = 1 - 0.01 - _LANE * (i + 0.5)
+            warn = severity_rank(f.severity) >= severity_rank("warning")
+            colour = VERMILLION if warn else "#444"
+            ax.axvline(ctx.x(t0), color=colour, linestyle=(0, (4, 2)), linewidth=1.3, zorder=4)
+            if f.t_end is not None and f.t_end > t0:
+                ax.annotate(
+                    "",
+                    xy=(ctx.x(min(f.t_end, ctx.data.t_end)), y),
+                    xytext=(ctx.x(t0), y),
+                    xycoords=("data", "axes fraction"),
+                    arrowprops={"arrowstyle": "|-|", "color": colour, "linewidth": 1.0},
+                    zorder=4,
+                )
+            ax.text(
+                ctx.x(t0),
+                y,
+                f" {f.severity.upper()} {_finding_label(f)}",
+                transform=ax.get_xaxis_transform(),
+                ha="left",
+                va="center",
+                fontsize=8.5,
+                color=colour,
+                fontweight="bold",
+                zorder=5,
+                bbox={"facecolor": "white", "edgecolor": colour, "alpha": 0.95, "pad": 2},
             )
-        ax.text(
-            ctx.x(t0),
-            0.95 - 0.16 * n,
-            f" {f.severity.upper()} {_finding_label(f)}",
-            transform=ax.get_xaxis_transform(),
-            ha="left",
-            va="top",
-            fontsize=8.5,
-            color=colour,
-            fontweight="bold",
-            zorder=5,
-            bbox={"facecolor": "white", "edgecolor": colour, "alpha": 0.9, "pad": 2},
-        )
-    return sum(drawn.values())
+    return sum(len(v) for v in per_panel.values())
 
 
 def _resolve_window(

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.abc
 import json
@@ -150,6 +151,7 @@ class Recorder:
         self._control: queue.Queue[dict[str, Any]] = queue.Queue()
         self._status_out: TextIO = sys.stdout
         self._seen_keys: set[tuple[int, int]] = set()
+        self.ticks = 0
 
     # --- public --------------------------------------------------------------------
     def stop(self, reason: str = "stop") -> None:
@@ -177,7 +179,6 @@ class Recorder:
             duration=o.duration, selection=o.selection.to_dict(), argv=argv, label=o.label,
             redacted=o.redact,
         )
-        write_meta(out, meta)
         bucket = TokenBucket(o.pss_budget, BUDGET_CAP_S)
         sampler = Sampler(selector, bucket, self.procfs, max_age=o.pss_max_age,
                           interval=o.interval, redact=redact, read_cgroups=o.read_cgroups)
@@ -187,7 +188,9 @@ class Recorder:
             for name, sch in (("processes", schema.PROCESSES), ("cgroup", schema.CGROUP),
                               ("recorder", schema.RECORDER), ("events", schema.EVENTS))
         }
+        # handlers before meta.json: a controller may send SIGTERM as soon as it sees it
         restore = self._install_signals() if o.handle_signals else None
+        write_meta(out, meta)
         if o.control_stdin:
             threading.Thread(target=self._read_control, name="loadmem-control",
                              daemon=True).start()
@@ -200,12 +203,11 @@ class Recorder:
                           {"reason": "no-selection"}, t=0.0,
                           ts=dt.datetime.fromtimestamp(start_epoch, dt.UTC))
         status = "interrupted"
-        ticks = 0
         finalized = False
         try:
-            ticks = self._loop(start_monotonic, sampler, bucket, writers, out)
+            self._loop(start_monotonic, sampler, bucket, writers, out)
             sampler.event("recording_stop", f"stopped: {self.stop_reason}",
-                          {"reason": self.stop_reason, "ticks": ticks},
+                          {"reason": self.stop_reason, "ticks": self.ticks},
                           t=time.monotonic() - start_monotonic, ts=dt.datetime.now(dt.UTC))
             writers["events"].extend(sampler.take_events())
             for w in writers.values():
@@ -214,19 +216,35 @@ class Recorder:
             if o.finalize:
                 finalize(out)
                 finalized = True
+        except BaseException as e:
+            if status != "complete":  # keep what was sampled: the last rows, as a segment
+                self.stop_reason = (
+                    "interrupted twice" if isinstance(e, KeyboardInterrupt)
+                    else f"error: {type(e).__name__}: {e}"
+                )
+                for w in writers.values():
+                    with contextlib.suppress(Exception):
+                        w.flush()
+            if isinstance(e, OSError) and str(e.filename or "").startswith(str(out)):
+                raise LoadmemError(
+                    f"cannot write the recording in {out}: {e.strerror or e}",
+                    "free some disk space or choose another --out; the segments written so "
+                    "far stay readable",
+                ) from None
+            raise
         finally:
             if restore is not None:
                 restore()
             if o.progress:
                 sys.stderr.write("\r\033[K")
                 sys.stderr.flush()
-            self._final_meta(out, status, ticks, sampler, bucket, writers, finalized)
-        return RecordResult(out, ticks, len(self._seen_keys), self.stop_reason, status,
+            self._final_meta(out, status, self.ticks, sampler, bucket, writers, finalized)
+        return RecordResult(out, self.ticks, len(self._seen_keys), self.stop_reason, status,
                             dict(sampler.failures), finalized)
 
     # --- the loop ------------------------------------------------------------------
     def _loop(self, start: float, sampler: Sampler, bucket: TokenBucket,
-              writers: dict[str, TableWriter], out: Path) -> int:
+              writers: dict[str, TableWriter], out: Path) -> None:
         o = self.o
         tick = 0
         slot = 0  # index of the scheduled tick time
@@ -285,9 +303,9 @@ class Recorder:
                     w.flush()
                 last_flush = time.monotonic()
             tick += 1
+            self.ticks = tick
             # the next slot in the future: ticks that could not happen are skipped
             slot = max(slot + 1, math.floor((time.monotonic() - start) / o.interval) + 1)
-        return tick
 
     # --- helpers -------------------------------------------------------------------
     def _own_rss(self, page: int) -> int | None:
@@ -391,5 +409,7 @@ class Recorder:
             failures=dict(sampler.failures), finalized=finalized,
             recorder_cpu_s=times.user + times.system,
             rows={name: w.rows_written for name, w in writers.items()},
-            bytes_written={name: w.bytes_written for name, w in writers.items()},
+            bytes_on_disk=sum(
+                f.stat().st_size for f in out.rglob("*.parquet") if not f.name.startswith(".")
+            ),
         )

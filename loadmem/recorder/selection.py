@@ -14,6 +14,7 @@ the sampler anyway.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -107,7 +108,11 @@ class ProcessSelector:
         self.watched: dict[int, Watched] = {}  # pid -> the live watched process
         self._seen: dict[int, _Seen] = {}
         self._young_unmatched: set[int] = set()
-        self._explicit: dict[int, str] = {p: "target" for p in selection.pids}  # pid -> role
+        # pid -> (role, start_time): a named root is that process, not a later one that
+        # reuses its pid (start_time None until first seen)
+        self._explicit: dict[int, tuple[str, int | None]] = {
+            p: ("target", None) for p in selection.pids
+        }
         self._port_roots: set[int] = set()
         self._port_inodes: frozenset[int] | None = None
         self._port_checked = -1e9
@@ -119,8 +124,9 @@ class ProcessSelector:
         """Fail early (exit 2) for a --pid that does not exist or a port nobody listens on."""
         for pid in self.selection.pids:
             try:
-                self.procfs.read_pid(pid, "stat")
-            except ProcessError:
+                start = parse_stat_identity(self.procfs.read_pid(pid, "stat"))[1]
+                self._explicit[pid] = ("target", start)
+            except (ProcessError, ValueError, IndexError):
                 raise LoadmemError(
                     f"no process with pid {pid}", "check the pid with `ps -p PID`"
                 ) from None
@@ -135,10 +141,13 @@ class ProcessSelector:
 
     def add_root(self, pid: int, role: str) -> None:
         """A control-channel ``watch`` request: watch ``pid`` and its tree under ``role``."""
-        self._explicit[pid] = role
+        start: int | None = None  # gone already, or unreadable: bound when first seen
+        with contextlib.suppress(ProcessError, ValueError, IndexError):
+            start = parse_stat_identity(self.procfs.read_pid(pid, "stat"))[1]
+        self._explicit[pid] = (role, start)
         w = self.watched.get(pid)
-        if w is not None and w.depth > 0:  # promote: it is a root now
-            w.depth, w.role, w.group = 0, role, (w.pid, w.start_time)
+        if w is not None and (start is None or w.start_time == start):
+            w.depth, w.role, w.group = 0, role, (w.pid, w.start_time)  # a root now
 
     # --- per tick ------------------------------------------------------------------
     def update(self) -> tuple[list[Watched], list[Watched]]:
@@ -213,9 +222,13 @@ class ProcessSelector:
         if pid == KTHREADD or seen.ppid == KTHREADD:  # kernel threads have no user memory
             return None
         root = (pid, seen.start_time)
-        role = self._explicit.get(pid)
-        if role is not None:
-            return Watched(pid, seen.start_time, seen.ppid, seen.comm, role, 0, root)
+        named = self._explicit.get(pid)
+        if named is not None:
+            role, start = named
+            if start is None or start == seen.start_time:
+                self._explicit[pid] = (role, seen.start_time)
+                return Watched(pid, seen.start_time, seen.ppid, seen.comm, role, 0, root)
+            del self._explicit[pid]  # that process exited; this one only reuses its pid
         parent = self.watched.get(seen.ppid)
         if parent is not None:
             return Watched(pid, seen.start_time, seen.ppid, seen.comm, parent.role,

@@ -5,7 +5,9 @@ Each test asserts that the right finding fires with a figure close to what the w
 and that the wrong ones do not. The machine is shared with other test suites, so system-wide
 figures move by hundreds of MB on their own: findings about the watched processes are asserted
 strictly; findings that rest on system-wide figures only are asserted not to claim an amount
-comparable to the effect under test (another process really may have allocated memory).
+comparable to the effect under test (another process really may have allocated memory),
+and are recorded again (at most 3 times) while the rest of the machine was visibly busy
+(``analyse_when_quiet``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
-from analysis_support import MiB, Workload, record_scenario
+from analysis_support import MiB, Workload, analyse_when_quiet, record_scenario
 
 from loadmem.analysis import analyze
 from loadmem.analysis.model import Analysis, severity_rank
@@ -101,17 +103,26 @@ def _cold_file(path: Path, mib: int) -> Path:
 
 
 def test_page_cache_growth_is_info(tmp_path: Path) -> None:
-    """An idle service is watched while another process reads a 128 MiB file."""
+    """An idle service is watched while another process reads a cold 128 MiB file."""
     data = _cold_file(tmp_path / "big.bin", 128)
-    svc = Workload.start("idle", 16, 2)
-    reader = Workload.start("read", data)
-    try:
-        rec = record_scenario(tmp_path / "rec", [svc.pid], reader)
-    finally:
-        svc.stop()
-        reader.stop()
-    assert reader.done["read_mib"] == 128
-    a = analyze(rec)
+
+    def record(out: Path) -> Path:
+        fd = os.open(data, os.O_RDONLY)  # cold again for a repeated attempt
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        svc = Workload.start("idle", 16, 2)
+        reader = Workload.start("read", data)
+        try:
+            record_scenario(out, [svc.pid], reader)
+        finally:
+            svc.stop()
+            reader.stop()
+        assert reader.done["read_mib"] == 128
+        return out
+
+    a = analyse_when_quiet(record, tmp_path)
     f = a.finding("page-cache")
     assert f is not None, a.headline
     assert f.severity == "info"
@@ -119,45 +130,57 @@ def test_page_cache_growth_is_info(tmp_path: Path) -> None:
     assert "not a leak" in f.statement
     assert not fired(a, "cow-unsharing")
     assert not fired(a, "rss-growth")
-    assert claimed(a, "shmem") < 32 * MiB
+    assert claimed(a, "shmem") < 0.5 * 128 * MiB  # the file is on disk, not tmpfs
     # page cache alone never makes the verdict a warning
     assert a.finding("memory-drain").severity in ("ok", "info")
 
 
 def test_tmpfs_growth_is_shmem(tmp_path: Path) -> None:
-    """An idle service is watched while another process writes 64 MiB to /dev/shm."""
-    target = Path("/dev/shm") / f"loadmem-test-{os.getpid()}-{tmp_path.name}"
-    svc = Workload.start("idle", 16, 2)
-    writer = Workload.start("shm", target, 64, 3)
-    try:
-        rec = record_scenario(tmp_path / "rec", [svc.pid], writer)
-    finally:
-        svc.stop()
-        writer.stop()
-        target.unlink(missing_ok=True)
-    a = analyze(rec)
+    """An idle service is watched while another process writes 96 MiB to /dev/shm."""
+    size = 96
+
+    def record(out: Path) -> Path:
+        target = Path("/dev/shm") / f"loadmem-test-{os.getpid()}-{out.name}"
+        svc = Workload.start("idle", 16, 2)
+        writer = Workload.start("shm", target, size, 3)
+        try:
+            record_scenario(out, [svc.pid], writer)
+        finally:
+            svc.stop()
+            writer.stop()
+            target.unlink(missing_ok=True)
+        return out
+
+    a = analyse_when_quiet(record, tmp_path)
     f = a.finding("shmem")
     assert f is not None, a.headline
     assert severity_rank(f.severity) >= severity_rank("info")
-    assert 0.7 * 64 * MiB <= a.figures["shmem.delta_bytes"] <= 1.5 * 64 * MiB
-    assert claimed(a, "page-cache") < 0.5 * 64 * MiB  # Cached grew too, but it is tmpfs
+    assert 0.7 * size * MiB <= a.figures["shmem.delta_bytes"] <= 1.5 * size * MiB
+    # Cached grew by as much, but it is tmpfs: the bulk is attributed to shmem, not to the
+    # page cache (which other suites on this machine may grow a little at the same time)
+    assert claimed(a, "page-cache") < 0.5 * a.figures["shmem.delta_bytes"]
     assert not fired(a, "cow-unsharing")
     assert not fired(a, "rss-growth")
 
 
 def test_unrelated_process_is_other_processes(tmp_path: Path) -> None:
-    """An idle service is watched while an unrelated process allocates 192 MiB."""
-    svc = Workload.start("idle", 16, 2)
-    hog = Workload.start("grow", 192, 3)
-    try:
-        rec = record_scenario(tmp_path / "rec", [svc.pid], hog, phases=True)
-    finally:
-        svc.stop()
-        hog.stop()
-    a = analyze(rec)
+    """An idle service is watched while an unrelated process allocates 256 MiB."""
+    size = 256
+
+    def record(out: Path) -> Path:
+        svc = Workload.start("idle", 16, 2)
+        hog = Workload.start("grow", size, 3)
+        try:
+            record_scenario(out, [svc.pid], hog, phases=True)
+        finally:
+            svc.stop()
+            hog.stop()
+        return out
+
+    a = analyse_when_quiet(record, tmp_path, expected_other=size * MiB)
     f = a.finding("other-processes")
     assert f is not None, a.headline
-    assert f.explained_bytes >= 0.6 * 192 * MiB
+    assert f.explained_bytes >= 0.6 * size * MiB
     assert not fired(a, "cow-unsharing")
     assert not fired(a, "rss-growth")
     assert abs(a.figures["watched.pss_delta_bytes"]) < 8 * MiB
@@ -166,12 +189,16 @@ def test_unrelated_process_is_other_processes(tmp_path: Path) -> None:
 
 def test_steady_idle_service(tmp_path: Path) -> None:
     """A pre-forked service that does nothing: nothing about it goes above ok."""
-    svc = Workload.start("idle", 16, 2)
-    try:
-        rec = record_scenario(tmp_path / "rec", [svc.pid], svc)
-    finally:
-        svc.stop()
-    a = analyze(rec)
+
+    def record(out: Path) -> Path:
+        svc = Workload.start("idle", 16, 2)
+        try:
+            record_scenario(out, [svc.pid], svc)
+        finally:
+            svc.stop()
+        return out
+
+    a = analyse_when_quiet(record, tmp_path)
     for fid in ("cow-unsharing", "rss-growth"):
         assert not fired(a, fid), a.finding(fid)
     # System-wide findings can only be about other processes on this shared machine, and

@@ -1,0 +1,114 @@
+"""One tick at a time on a fixture /proc: pid reuse, zombies, exits, carried-forward PSS.
+(Real-process behaviour is covered by test_recorder_e2e.py; these cases are hard to
+provoke on demand with real processes.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+
+from loadmem.procfs.reader import ProcFS
+from loadmem.recorder.sampler import Sampler
+from loadmem.recorder.scheduler import TokenBucket
+from loadmem.recorder.selection import ProcessSelector, Selection
+
+FIX = Path(__file__).parent / "fixtures" / "proc"
+STAT = FIX.joinpath("pid_stat").read_text()
+
+
+def _stat(pid: int, ppid: int, start: int, state: str = "S", minflt: int = 100) -> str:
+    f = STAT[STAT.rindex(")") + 2 :].split()
+    f[0], f[1], f[7], f[19] = state, str(ppid), str(minflt), str(start)
+    return f"{pid} (worker) " + " ".join(f) + "\n"
+
+
+@pytest.fixture
+def fake(tmp_path):
+    root = tmp_path / "proc"
+    root.mkdir()
+    shutil.copy(FIX / "meminfo", root / "meminfo")
+
+    def put(pid, ppid, start, state="S", minflt=100):
+        d = root / str(pid)
+        d.mkdir(exist_ok=True)
+        (d / "stat").write_text(_stat(pid, ppid, start, state, minflt))
+        if state == "Z":
+            for name in ("status", "smaps_rollup"):
+                (d / name).unlink(missing_ok=True)
+            shutil.copy(FIX / "zombie_status", d / "status")
+        else:
+            shutil.copy(FIX / "pid_status", d / "status")
+            shutil.copy(FIX / "pid_smaps_rollup", d / "smaps_rollup")
+        (d / "cmdline").write_bytes(b"worker\0--token=s3cret\0")
+
+    put(100, 1, 5000)
+    put(101, 100, 5001)
+    fs = ProcFS(str(root))
+    sel = ProcessSelector(Selection(pids=[100]), fs, clk_tck=100)
+    sel.check_initial()
+    sampler = Sampler(sel, TokenBucket(1.0), fs, max_age=60.0, interval=1.0,
+                      redact=lambda argv: [a.split("=")[0] + "=***" if "=" in a else a
+                                           for a in argv],
+                      clk_tck=100, read_cgroups=False)
+    return root, put, sampler
+
+
+def _tick(sampler, n):
+    return sampler.tick(n, float(n), dt.datetime.now(dt.UTC))
+
+
+def test_pid_reuse_zombie_and_exit(fake):
+    root, put, sampler = fake
+    r0 = _tick(sampler, 0)
+    assert {(r["pid"], r["depth"]) for r in r0.processes} == {(100, 0), (101, 1)}
+    assert all(r["pss_fresh"] and r["pss"] > 0 for r in r0.processes)
+    assert r0.processes[0]["cmdline"] == "worker --token=***"  # redacted
+    assert [e["kind"] for e in r0.events].count("process_start") == 2
+
+    # quiet tick: PSS carried forward, with the time it was read
+    r1 = _tick(sampler, 1)
+    assert all(not r["pss_fresh"] and r["pss_read_t"] == 0.0 and r["pss"] > 0
+               for r in r1.processes)
+
+    # the child faults: it is dirty and re-read; its parent, in its sharing group, too
+    put(101, 100, 5001, minflt=500)
+    r2 = _tick(sampler, 2)
+    assert {r["pid"]: r["pss_fresh"] for r in r2.processes} == {100: True, 101: True}
+
+    # the root exits and a new process reuses its pid: not the process we were asked for
+    put(100, 1, 9999)
+    r3 = _tick(sampler, 3)
+    assert [r["pid"] for r in r3.processes] == [101]
+    exits = [e for e in r3.events if e["kind"] == "process_exit"]
+    assert len(exits) == 1 and '"start_time": 5000' in exits[0]["data"]
+    r4 = _tick(sampler, 4)
+    assert [r["pid"] for r in r4.processes] == [101]  # the reused pid is not watched
+
+    # the orphaned child becomes a zombie: a row with nulls and the reason, no PSS
+    put(101, 1, 5001, state="Z")
+    r5 = _tick(sampler, 5)
+    (row,) = r5.processes
+    assert row["state"] == "Z" and row["error"] == "zombie"
+    assert row["rss"] is None and row["pss"] is None and row["pss_read_t"] is None
+    warnings = [e for e in r5.events if e["kind"] == "warning"]
+    assert len(warnings) == 1
+    assert not [e for e in _tick(sampler, 6).events if e["kind"] == "warning"]  # once only
+
+    # reaped: gone
+    shutil.rmtree(root / "101")
+    r7 = _tick(sampler, 7)
+    assert r7.processes == []
+    assert [e["kind"] for e in r7.events] == ["process_exit"]
+    assert sampler.failures == {"zombie": 2}
+
+
+def test_system_row_has_every_meminfo_field(fake):
+    _, _, sampler = fake
+    r = _tick(sampler, 0)
+    meminfo_lines = [ln for ln in (FIX / "meminfo").read_text().splitlines() if ln.strip()]
+    assert len(r.system) == 3 + len(meminfo_lines)  # ts, t, tick + every field
+    assert r.system["Active_anon"] > 0 and r.system["HugePages_Total"] >= 0
+    assert r.sum_rss > 0 and r.sum_pss > 0 and r.target_processes == 2
