@@ -2,7 +2,10 @@
 
 Small sizes (24 MiB table, 2 workers, baseline 2 s, load 4 s, observe 8 s, idle GC 1 s after
 the load with a 1 s stagger). Both runs go at once to keep the test short; each run's
-figures are per process, so they do not disturb each other's assertions.
+figures are per process, so they do not disturb each other's assertions. The recorder gets
+``--interval 0.5s --pss-budget 25%`` so that smaps_rollup is re-read within the 8 s observe
+phase (at the defaults, 2 % and a 15 s maximum PSS age, it is re-read less often: right for
+hours of observation, too slow for a test that lasts seconds).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from loadmem.analysis import detectors as det
 from loadmem.analysis import traffic
-from loadmem.analysis.model import Analysis, Finding, Severity, Window
+from loadmem.analysis.model import Analysis, Finding, Severity, Window, severity_rank
 from loadmem.analysis.series import (
     ProcessData,
     SystemSeries,
@@ -168,6 +168,9 @@ def _drain_finding(ctx: det.Context, unexplained: float | None) -> Finding:
             f"the RSS of the {n} watched process{'es' if n != 1 else ''} {how} "
             f"({100 * rel:+.1f}%, {format_bytes(rss.delta, signed=True)})"
         )
+        pss = ctx.group.get("pss")
+        if pss is not None and pss.delta is not None:
+            rss_txt += f" and their PSS moved {format_bytes(pss.delta, signed=True)}"
     else:
         rss_txt = "no watched process was recorded"
     sev: Severity = "ok"
@@ -195,8 +198,8 @@ def _drain_finding(ctx: det.Context, unexplained: float | None) -> Finding:
         "used.noise_bytes": used.noise if used else None,
         "unexplained.delta_bytes": unexplained,
     }
-    ev.update(det._evidence(ctx, "MemAvailable", "MemFree"))
-    ev.update(det._evidence(ctx, "rss", "pss", source="group"))
+    ev.update(det.evidence(ctx, "MemAvailable", "MemFree"))
+    ev.update(det.evidence(ctx, "rss", "pss", source="group"))
     return Finding("memory-drain", sev, statement, None, ctx.window.t_start, ctx.window.t_end,
                    ev, ["system.MemTotal", "system.MemAvailable", "system.MemFree",
                         "processes.rss"])
@@ -207,7 +210,7 @@ def _headline(drain: Finding, findings: list[Finding]) -> str:
         f for f in findings
         if f.id not in ("memory-drain", "recorder-footprint") and f.severity != "ok"
     ]
-    causes.sort(key=lambda f: (-det_rank(f.severity), -(abs(f.explained_bytes or 0))))
+    causes.sort(key=lambda f: (-severity_rank(f.severity), -(abs(f.explained_bytes or 0))))
     if not causes:
         return drain.statement + " No memory mechanism stood out above the noise."
     named = ", ".join(
@@ -217,10 +220,6 @@ def _headline(drain: Finding, findings: list[Finding]) -> str:
         for f in causes[:3]
     )
     return f"{drain.statement} Findings: {named}."
-
-
-def det_rank(s: str) -> int:
-    return ("ok", "info", "warning", "critical").index(s)
 
 
 def _phase_rows(

@@ -132,7 +132,7 @@ def _over(ctx: Context) -> str:
     return f"over {format_duration(ctx.window.duration)}"
 
 
-def _evidence(ctx: Context, *names: str, source: str = "system") -> dict[str, Any]:
+def evidence(ctx: Context, *names: str, source: str = "system") -> dict[str, Any]:
     out: dict[str, Any] = {}
     changes = ctx.system if source == "system" else ctx.group
     prefix = "" if source == "system" else "watched."
@@ -223,9 +223,9 @@ def cow_unsharing(ctx: Context) -> Finding | None:
         f"sharing ratio PSS/RSS {ratios}"
         + (f"; {predict}." if predict else ".")
     )
-    ev = _evidence(ctx, "pss", "rss", "smaps_rss", "shared", "private_dirty", "pss_anon",
+    ev = evidence(ctx, "pss", "rss", "smaps_rss", "shared", "private_dirty", "pss_anon",
                    source="group")
-    ev.update(_evidence(ctx, "AnonPages", "used"))
+    ev.update(evidence(ctx, "AnonPages", "used"))
     ev["unshared_bytes"] = unshared
     ev["remaining_bytes"] = ctx.remaining
     ev["rate_bytes_per_s"] = cow_rate
@@ -266,8 +266,8 @@ def rss_growth(ctx: Context) -> Finding | None:
         f"({_pct(d, rss.start)}, {_mb(rss.rate, False)}/s) and their PSS {_mb(d_pss)}"
         + (f": {shown}{more}." if shown else ".")
     )
-    ev = _evidence(ctx, "rss", "pss", "uss", source="group")
-    ev.update(_evidence(ctx, "AnonPages", "Committed_AS"))
+    ev = evidence(ctx, "rss", "pss", "uss", source="group")
+    ev.update(evidence(ctx, "AnonPages", "Committed_AS"))
     ev["per_process_rss_delta_bytes"] = {f"{p.group} {p.label}": p.rss_delta for p in growers[:20]}
     explained = min(d, d_pss) if d_pss is not None and d_pss > 0 else d
     return Finding("rss-growth", sev, statement, explained, ctx.window.t_start,
@@ -290,7 +290,7 @@ def page_cache(ctx: Context) -> Finding | None:
         f"(free memory {_mb(d_free)}, available memory {_mb(d_av)}); the kernel is using idle "
         "RAM for files and gives it back on demand, so this is not a leak."
     )
-    ev = _evidence(ctx, "file_cache", "Cached", "Buffers", "MemFree", "MemAvailable")
+    ev = evidence(ctx, "file_cache", "Cached", "Buffers", "MemFree", "MemAvailable")
     return Finding("page-cache", "info", statement, fc.delta, ctx.window.t_start,
                    ctx.window.t_end, ev, ["system.Cached", "system.Buffers", "system.Shmem",
                                           "system.MemFree"])
@@ -309,8 +309,8 @@ def shmem(ctx: Context) -> Finding | None:
         f"mapped by the watched processes: {_mb(mapped)}); it is not reclaimable until the "
         "files or segments are removed."
     )
-    ev = _evidence(ctx, "Shmem", "Cached", "MemAvailable")
-    ev.update(_evidence(ctx, "pss_shmem", source="group"))
+    ev = evidence(ctx, "Shmem", "Cached", "MemAvailable")
+    ev.update(evidence(ctx, "pss_shmem", source="group"))
     explained = c.delta - max(mapped or 0.0, 0.0)
     return Finding("shmem", sev, statement, explained, ctx.window.t_start, ctx.window.t_end,
                    ev, ["system.Shmem", "processes.pss_shmem"])
@@ -331,7 +331,7 @@ def kernel_slab(ctx: Context) -> Finding | None:
         f"{_mb(ctx.d('SReclaimable'))} {_over(ctx)} (kernel objects: sockets, dentries, "
         "inodes; the reclaimable part comes back under pressure)."
     )
-    ev = _evidence(ctx, "SUnreclaim", "SReclaimable")
+    ev = evidence(ctx, "SUnreclaim", "SReclaimable")
     return Finding("kernel-slab", sev, statement, max(d_un or 0.0, 0.0), ctx.window.t_start,
                    ctx.window.t_end, ev, ["system.SUnreclaim", "system.SReclaimable"])
 
@@ -351,7 +351,7 @@ def page_tables(ctx: Context) -> Finding | None:
         "at 16 KB each)."
     )
     return Finding("page-tables", sev, statement, total, ctx.window.t_start, ctx.window.t_end,
-                   _evidence(ctx, "PageTables", "KernelStack"),
+                   evidence(ctx, "PageTables", "KernelStack"),
                    ["system.PageTables", "system.KernelStack"])
 
 
@@ -374,8 +374,8 @@ def swap(ctx: Context) -> Finding | None:
             f"Swap: {_mb(-c.delta, False)} were swapped back in {_over(ctx)}, which uses "
             "memory without any allocation."
         )
-    ev = _evidence(ctx, "swap_used", "MemAvailable")
-    ev.update(_evidence(ctx, "swap", source="group"))
+    ev = evidence(ctx, "swap_used", "MemAvailable")
+    ev.update(evidence(ctx, "swap", source="group"))
     return Finding("swap", sev, statement, -c.delta if c.delta < 0 else None,
                    ctx.window.t_start, ctx.window.t_end, ev,
                    ["system.SwapFree", "processes.swap"])
@@ -392,8 +392,8 @@ def huge_pages(ctx: Context) -> Finding | None:
         f"(of which in the watched processes {_mb(w)}); a huge page makes a whole 2 MB "
         "resident at once."
     )
-    ev = _evidence(ctx, "AnonHugePages")
-    ev.update(_evidence(ctx, "anon_huge_pages", source="group"))
+    ev = evidence(ctx, "AnonHugePages")
+    ev.update(evidence(ctx, "anon_huge_pages", source="group"))
     return Finding("huge-pages", "info", statement, None, ctx.window.t_start, ctx.window.t_end,
                    ev, ["system.AnonHugePages", "processes.anon_huge_pages"])
 
@@ -440,8 +440,8 @@ def other_processes(ctx: Context) -> Finding | None:
             "system-wide figures."
         )
         explained = x
-    ev = _evidence(ctx, "AnonPages", "used")
-    ev.update(_evidence(ctx, "pss_anon", source="group"))
+    ev = evidence(ctx, "AnonPages", "used")
+    ev.update(evidence(ctx, "pss_anon", source="group"))
     ev["other_anon_delta_bytes"] = x
     lg = ctx.loadgen.get("pss_anon")
     ev["loadgen.pss_anon.delta_bytes"] = None if lg is None else lg.delta
