@@ -520,6 +520,23 @@ def loadmem_details(lm: ToolRun) -> list[str]:
         f"{_f(x.get('pss_oldest_s_max'), '.1f')} s); rows before the first read: "
         f"{x.get('pss_never_read_rows')}",
         f"- on disk, merged, finished cleanly: {x.get('complete')}: {tables}",
+        *bytes_projection(lm),
+    ]
+
+
+def bytes_projection(lm: ToolRun) -> list[str]:
+    """Split the recording's size into a fixed part (footers, schemas) and a per-row part."""
+    marginal = lm.extra.get("marginal_bytes_per_sample")
+    procs = lm.extra.get("watched_pids") or 0
+    if marginal is None or not procs:
+        return []
+    fixed = lm.bytes_on_disk - marginal * lm.samples
+    hour = 3600 * procs
+    return [
+        f"- size = fixed part {fixed / 1024:.0f} KiB (Parquet footers, schemas, column chunk "
+        f"headers of the tables: independent of the length) + {marginal:.1f} bytes per "
+        f"process-sample; projected for a 1-hour recording of these {procs} processes at 1 s: "
+        f"{(fixed + marginal * hour) / hour:.1f} bytes per process-sample",
     ]
 
 
@@ -571,6 +588,19 @@ def render(lm: ToolRun, pp: ToolRun, raw: dict[str, float], setup: dict[str, Any
     return "\n".join(lines), v
 
 
+NOTES_MARK = "<!-- notes below are written by hand and kept when the script rewrites this file -->"
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written part of an existing results file (after ``NOTES_MARK``)."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return ""
+    i = old.find(NOTES_MARK)
+    return "\n" + old[i:] if i >= 0 else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=90, help="steady window per tool (60-120)")
@@ -613,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     if not args.no_write:
-        RESULTS.write_text(text)
+        RESULTS.write_text(text + kept_notes(RESULTS))
         print(f"written to {RESULTS}")
     return 0 if verdict.ok else 1
 

@@ -167,7 +167,8 @@ def is_secret_name(name: str) -> bool:
 # --- free text --------------------------------------------------------------------------
 
 _URL_CREDENTIALS = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@?#]*):(?P<pw>[^/\s?#]*)@"
+    # the scheme is bounded: an unbounded one makes a long "a-a-a-..." quadratic
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^/\s:@?#]*):(?P<pw>[^/\s?#]*)@"
 )
 _AUTH_HEADER = re.compile(
     r"(?P<head>\b(?:proxy-)?authorization\s*:\s*)"
@@ -204,18 +205,29 @@ _PEM_KEY = re.compile(
 
 
 def _redact_pairs(s: str) -> str:
-    def repl(m: re.Match[str]) -> str:
-        value = m.group("value")
+    """Hide the values of secret ``KEY=VALUE`` pairs.
+
+    A loop rather than ``re.sub`` so that the value of a pair whose key is not secret is
+    scanned again for pairs (``--env=PASSWORD=x``, ``--opt="token=x"``) without recursion.
+    """
+    out: list[str] = []
+    pos = 0
+    while True:
+        m = _KEY_VALUE.search(s, pos)
+        if m is None:
+            out.append(s[pos:])
+            return "".join(out)
         if not is_secret_name(m.group("key")):
-            # the value may itself hold a pair: --env=PASSWORD=x, --opt="token=x"
-            return m.group(0)[: m.start("value") - m.start()] + _redact_pairs(value)
+            out.append(s[pos : m.start("value")])
+            pos = m.start("value")
+            continue
+        value = m.group("value")
         if value[:1] in "\"'" and len(value) >= 2:
             value = value[0] + REDACTED + value[-1]
         else:
             value = REDACTED
-        return m.group(0)[: m.start("value") - m.start()] + value
-
-    return _KEY_VALUE.sub(repl, s)
+        out.append(s[pos : m.start("value")] + value)
+        pos = m.end()
 
 
 def redact_text(s: str) -> str:

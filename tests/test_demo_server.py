@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +69,10 @@ def test_ready_line_describes_the_server(server: DemoServer) -> None:
     assert len(server.workers) == 2
     assert set(server.workers) == _children(server.pid)
     assert server.ready["table_entries"] > 0
+    # Named, so top and recordings tell them apart (the command line stays python's).
+    assert Path(f"/proc/{server.pid}/comm").read_text().strip() == "loadmem-demo"
+    names = sorted(Path(f"/proc/{p}/comm").read_text().strip() for p in server.workers)
+    assert names == ["demo-worker-0", "demo-worker-1"]
 
 
 def test_table_rss_is_close_to_the_asked_size(server: DemoServer) -> None:

@@ -63,8 +63,10 @@ def test_existing_recording_needs_force(tmp_path):
     assert _cli("--duration", "0.3s", "--interval", "0.1s", "--out", str(out)).returncode == 0
     r = _cli("--duration", "0.3s", "--out", str(out))
     assert r.returncode == 2 and "already holds a recording" in r.stderr
-    assert _cli("--duration", "0.3s", "--interval", "0.1s", "--out", str(out),
+    first = open_recording(out).table("system").num_rows
+    assert _cli("--duration", "0.1s", "--interval", "0.1s", "--out", str(out),
                 "--force").returncode == 0
+    assert open_recording(out).table("system").num_rows < first  # replaced, not mixed
 
 
 def test_system_only_recording_and_redacted_argv(tmp_path):
@@ -166,3 +168,31 @@ def test_ctrl_c_stops_cleanly_and_tty_progress(tmp_path):
     rec = open_recording(out)
     assert rec.complete and rec.meta["stop_reason"] == "signal SIGINT"
     assert (out / "system.parquet").exists() and not (out / "system").exists()
+
+
+def test_output_lost_mid_recording_is_one_line_exit_2(tmp_path):
+    import shutil
+    import time
+
+    out = tmp_path / "rec"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadmem", "record", "--out", str(out), "--interval", "0.1s",
+         "--flush", "0.3s", "--duration", "60s", "--status-stdout"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        json.loads(proc.stdout.readline())
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            for d in out.iterdir():  # the segment directories vanish under the recorder
+                if d.is_dir():
+                    shutil.rmtree(d, ignore_errors=True)
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2
+    assert err.count("\n") == 1 and "cannot write the recording" in err
+    meta = json.loads((out / "meta.json").read_text())  # rewritten: says what happened
+    assert meta["status"] == "interrupted" and "cannot write" in meta["stop_reason"]

@@ -217,12 +217,9 @@ def test_cow_unsharing_shows_in_the_recording(tmp_path):
     own = rec.table("recorder").to_pylist()
     assert sum(r["smaps_reads"] for r in own) >= len(fresh)
     assert own[-1]["cpu_user"] + own[-1]["cpu_system"] > 0 and own[-1]["rss"] > 0
-    # and the system and cgroup tables were written every tick
+    # and the system table was written every tick (cgroup rows: test_recorder_sampler.py)
     assert rec.table("system").num_rows == len(own)
     assert "MemAvailable" in rec.table("system").column_names
-    cg = rec.table("cgroup").to_pylist()
-    if cg:
-        assert {"usage"} <= {r["key"] for r in cg}
 
 
 # --- 2. a SIGKILLed recorder loses at most the last flush interval ----------------------
@@ -240,7 +237,10 @@ def test_sigkill_loses_at_most_the_last_flush(tmp_path):
         while last_tick < 25:  # at least a few flushes happened
             last_tick = json.loads(proc.stdout.readline())["tick"]
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        rest, _ = proc.communicate(timeout=10)
+        # it may have gone on a few ticks before the kill: each tick prints its status line
+        # before it flushes, so the last line printed is the last tick that could be on disk
+        last_tick = max([last_tick, *(json.loads(x)["tick"] for x in rest.splitlines())])
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -258,7 +258,7 @@ def test_sigkill_loses_at_most_the_last_flush(tmp_path):
 
 # --- 3. respawned workers are all found -------------------------------------------------
 def test_respawned_workers_are_found(tmp_path):
-    parent = _start(tmp_path, "respawn", RESPAWN_PARENT, "3", "1.0")
+    parent = _start(tmp_path, "respawn", RESPAWN_PARENT, "3", "1.5")
     spawned: list[int] = []
     killed: list[int] = []
     try:
@@ -272,7 +272,7 @@ def test_respawned_workers_are_found(tmp_path):
                 killed.append(int(rest[0]))
             elif word == "done":
                 break
-        time.sleep(0.5)  # a few more ticks see the last spawned worker
+        _wait_for(lambda: set(spawned) <= {pid for pid, _ in rec.recorder.processes_seen})
         result = rec.stop()
     finally:
         _kill_tree(parent)
@@ -319,14 +319,14 @@ def test_unreadable_process_is_recorded_with_an_error(tmp_path):
         rec = _Threaded(RecordOptions(out=tmp_path / "rec", interval=0.1, flush=0.5,
                                       selection=Selection(pids=[parent.pid]),
                                       procfs=_DeniedFS(w1)))
-        _wait_for(lambda: len(list((tmp_path / "rec" / "processes").glob("*.parquet"))) >= 2)
+        _wait_for(lambda: len(list((tmp_path / "rec" / "processes").glob("*.parquet"))) >= 3)
         result = rec.stop()
     finally:
         _kill_tree(parent)
     recording = open_recording(result.path)
     denied = _rows(recording, w1)
     ok = _rows(recording, w2)
-    assert len(denied) >= 5 and len(denied) == len(ok)  # no row dropped
+    assert len(denied) >= 3 and len(denied) == len(ok)  # no row dropped
     assert all(r["error"] == "smaps:access-denied" and r["pss"] is None for r in denied)
     assert all(r["rss"] and r["rss"] > 0 and r["minflt"] is not None for r in denied)
     assert all(r["error"] is None for r in ok) and ok[0]["pss"] > 0

@@ -112,3 +112,75 @@ def test_system_row_has_every_meminfo_field(fake):
     assert len(r.system) == 3 + len(meminfo_lines)  # ts, t, tick + every field
     assert r.system["Active_anon"] > 0 and r.system["HugePages_Total"] >= 0
     assert r.sum_rss > 0 and r.sum_pss > 0 and r.target_processes == 2
+
+
+def test_cgroup_v2_rows_in_long_format(fake, tmp_path):
+    """A v2 host: the watched processes' cgroup gives a `usage` row (memory.current) and one
+    row per memory.stat key, every tick; an unreadable cgroup gives one warning."""
+    root, _, _ = fake
+    mount = tmp_path / "cg2"
+    (mount / "app.slice").mkdir(parents=True)
+    (mount / "app.slice" / "memory.current").write_text("123456789\n")
+    shutil.copy(FIX / "memory_v2.stat", mount / "app.slice" / "memory.stat")
+    (root / "self").mkdir()
+    (root / "self" / "mountinfo").write_text(
+        f"24 29 0:22 / {mount} rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+    )
+    for pid in (100, 101):
+        (root / str(pid) / "cgroup").write_text("0::/app.slice\n")
+    fs = ProcFS(str(root))
+    sel = ProcessSelector(Selection(pids=[100]), fs, clk_tck=100)
+    sampler = Sampler(sel, TokenBucket(1.0), fs, clk_tck=100, read_cgroups=True)
+    rows = _tick(sampler, 0).cgroup
+    stat_keys = [ln.split()[0] for ln in (FIX / "memory_v2.stat").read_text().splitlines()]
+    assert [r["key"] for r in rows] == ["usage", *stat_keys]  # one cgroup, both processes
+    assert rows[0]["value"] == 123456789 and {r["version"] for r in rows} == {2}
+    assert {r["cgroup"] for r in rows} == {"/app.slice"}
+    assert len(_tick(sampler, 1).cgroup) == len(rows)
+
+    (mount / "app.slice" / "memory.current").unlink()  # unreadable: skipped, warned once
+    r2 = _tick(sampler, 2)
+    r3 = _tick(sampler, 3)
+    assert r2.cgroup == [] and r3.cgroup == []
+    warnings = [e for e in r2.events + r3.events if e["kind"] == "warning"]
+    assert len(warnings) == 1 and '"cgroup:unreadable"' in warnings[0]["data"]
+
+
+def test_cgroup_of_this_host(tmp_path):
+    """On the real host: the cgroup rows match what the kernel reports for the process's
+    memory cgroup (v1 here; v2 elsewhere), or a warning says why there are none."""
+    import subprocess
+    import sys
+
+    from loadmem.procfs.cgroup import (
+        parse_memory_stat,
+        parse_mountinfo_cgroups,
+        parse_proc_cgroup,
+        usage_file,
+    )
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        fs = ProcFS()
+        mounts = parse_mountinfo_cgroups(fs.read("self/mountinfo"))
+        ref = parse_proc_cgroup(fs.read_pid(p.pid, "cgroup"), mounts)
+        sel = ProcessSelector(Selection(pids=[p.pid]), fs)
+        sampler = Sampler(sel, TokenBucket(1.0), fs)
+        res = _tick(sampler, 0)
+    finally:
+        p.kill()
+        p.wait()
+    if ref is None:
+        assert res.cgroup == []
+        return
+    base = (mounts.v1_memory if ref.version == 1 else mounts.v2) + ref.path.rstrip("/")
+    try:
+        Path(base, usage_file(ref.version)).read_text()
+        keys = list(parse_memory_stat(Path(base, "memory.stat").read_text()))
+    except OSError:
+        assert res.cgroup == []
+        assert any('"cgroup:unreadable"' in (e["data"] or "") for e in res.events)
+        return
+    assert [r["key"] for r in res.cgroup] == ["usage", *keys]
+    assert {(r["cgroup"], r["version"]) for r in res.cgroup} == {(ref.path, ref.version)}
+    assert res.cgroup[0]["value"] > 0

@@ -8,7 +8,9 @@ tables and is read within a CPU budget (--pss-budget), most urgent processes fir
 read, older than --pss-max-age, or faulting. Each PSS figure carries the time it was read.
 
 Select processes with --pid, --match and --port (each may repeat). With no selector the
-recording holds system-wide figures only.
+recording holds system-wide figures only. PSS needs the processes' user or root: other
+processes are recorded without it (error "smaps:access-denied"). When it stops, it prints
+where the recording is and the next command to run: loadmem analyze DIR.
 
 examples:
   loadmem record --port 8000 --duration 10m          # the server on :8000 and its workers

@@ -2,13 +2,13 @@
 
 Order matters and mirrors a preloading Unicorn/gunicorn master:
 
-1. bind the listening socket first, so a busy port fails before seconds of building;
-2. ``frozen`` variant only: ``gc.disable()`` so no collection runs while the table is built
-   (a collection in the master would be harmless, but the docs' recipe starts here);
+1. bind the listening sockets first, so a busy port fails before seconds of building;
+2. ``frozen`` variant only: ``gc.disable()`` so no collection frees objects while the table
+   is built (freed slots are holes in shared pages that workers' allocations would fill);
 3. build the table (its pages become copy-on-write shared at fork);
 4. ``frozen``: ``gc.freeze()`` moves every tracked object to the permanent generation,
    which later collections never examine;
-5. fork N workers, each accepting on the inherited socket;
+5. fork N workers, each accepting on its own inherited socket (see ``bind``);
 6. print one ``ready`` JSON line on stdout once every worker reported in.
 
 The master then waits for signals only: SIGCHLD (respawn the dead worker under the same
@@ -32,6 +32,7 @@ from typing import TextIO
 
 from loadmem.demo.app import App
 from loadmem.demo.config import DemoConfig
+from loadmem.demo.proctl import set_process_name
 from loadmem.demo.table import MIB, build_table
 from loadmem.demo.worker import run_worker
 from loadmem.errors import LoadmemError
@@ -209,6 +210,7 @@ class Master:
 
 def serve(config: DemoConfig, out: TextIO = sys.stdout) -> int:
     """Run the demo server until SIGTERM/SIGINT; return the exit code."""
+    set_process_name("loadmem-demo")
     listeners = bind(config)
     port = listeners[0].getsockname()[1]
     if config.variant == "frozen":

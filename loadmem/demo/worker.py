@@ -22,7 +22,6 @@ neither arm nor postpone housekeeping.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import json
 import logging
@@ -36,10 +35,10 @@ from dataclasses import dataclass, field
 from loadmem.demo.app import App, counts_as_traffic
 from loadmem.demo.config import DemoConfig
 from loadmem.demo.http import BadRequest, build_response, parse_request
+from loadmem.demo.proctl import set_process_name, signal_me_when_parent_dies
 
 log = logging.getLogger("loadmem.demo")
 
-_PR_SET_PDEATHSIG = 1
 #: Longest select() wait: how often a worker checks that its master is still there.
 _PARENT_POLL_SECONDS = 1.0
 _RECV_BYTES = 65536
@@ -49,9 +48,7 @@ _MAX_PENDING_OUT = 1 << 20
 
 def _die_with_parent(master_pid: int) -> None:
     """Ask the kernel to SIGTERM us when the master dies; also catch a master already gone."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    signal_me_when_parent_dies(signal.SIGTERM)
     if os.getppid() != master_pid:
         os._exit(0)
 
@@ -272,6 +269,7 @@ def run_worker(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master handles Ctrl-C for us all
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         _die_with_parent(master_pid)
+        set_process_name(f"demo-worker-{index}")
         if config.variant == "frozen":
             gc.enable()  # the master disabled it before building and froze the table
         worker = Worker(index, listener, app, config)

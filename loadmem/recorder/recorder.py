@@ -25,6 +25,7 @@ import json
 import math
 import os
 import queue
+import shutil
 import signal
 import sys
 import threading
@@ -41,7 +42,14 @@ from loadmem.recorder.sampler import Sampler, TickResult
 from loadmem.recorder.scheduler import TokenBucket
 from loadmem.recorder.selection import ProcessSelector, Selection
 from loadmem.recording import schema
-from loadmem.recording.writer import TableWriter, finalize, prepare_output, update_meta, write_meta
+from loadmem.recording.writer import (
+    META_FILE,
+    TableWriter,
+    finalize,
+    prepare_output,
+    update_meta,
+    write_meta,
+)
 
 #: The token bucket holds at most this many seconds of budget refill.
 BUDGET_CAP_S = 5.0
@@ -122,6 +130,29 @@ def keep_pandas_out() -> None:
         sys.meta_path.remove(finder)
 
 
+def _flush_all(writers: dict[str, TableWriter], out: Path) -> None:
+    """Write every table's pending rows as a segment; a write error is the user's to fix."""
+    try:
+        for w in writers.values():
+            w.flush()
+    except OSError as e:
+        raise LoadmemError(
+            f"cannot write the recording in {out}: {e.strerror or e}",
+            "free some disk space or choose another --out; the segments written so far "
+            "stay readable",
+        ) from None
+
+
+def _clear_recording(out: Path) -> None:
+    """``--force``: remove the previous recording's files (only those), so two recordings'
+    rows never mix in one directory."""
+    (out / META_FILE).unlink(missing_ok=True)
+    for name in schema.TABLES:
+        (out / f"{name}.parquet").unlink(missing_ok=True)
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+
+
 def _redactor():
     from loadmem.redact import redact_argv
 
@@ -150,10 +181,16 @@ class Recorder:
         self.stop_reason = "stopped"
         self._control: queue.Queue[dict[str, Any]] = queue.Queue()
         self._status_out: TextIO = sys.stdout
-        self._seen_keys: set[tuple[int, int]] = set()
+        # replaced, never mutated, so another thread may read it while the loop runs
+        self._seen_keys: frozenset[tuple[int, int]] = frozenset()
         self.ticks = 0
 
     # --- public --------------------------------------------------------------------
+    @property
+    def processes_seen(self) -> frozenset[tuple[int, int]]:
+        """Every (pid, start_time) that has had a row so far (readable from another thread)."""
+        return self._seen_keys
+
     def stop(self, reason: str = "stop") -> None:
         if not self.stop_event.is_set():
             self.stop_reason = reason
@@ -168,6 +205,8 @@ class Recorder:
         )
         selector.check_initial()
         out = prepare_output(o.out, force=o.force)
+        if o.force:
+            _clear_recording(out)
         if o.lean:
             keep_pandas_out()
         start_monotonic = time.monotonic()
@@ -210,27 +249,19 @@ class Recorder:
                           {"reason": self.stop_reason, "ticks": self.ticks},
                           t=time.monotonic() - start_monotonic, ts=dt.datetime.now(dt.UTC))
             writers["events"].extend(sampler.take_events())
-            for w in writers.values():
-                w.flush()
-            status = "complete"
+            _flush_all(writers, out)
             if o.finalize:
                 finalize(out)
                 finalized = True
+            status = "complete"
         except BaseException as e:
-            if status != "complete":  # keep what was sampled: the last rows, as a segment
-                self.stop_reason = (
-                    "interrupted twice" if isinstance(e, KeyboardInterrupt)
-                    else f"error: {type(e).__name__}: {e}"
-                )
-                for w in writers.values():
-                    with contextlib.suppress(Exception):
-                        w.flush()
-            if isinstance(e, OSError) and str(e.filename or "").startswith(str(out)):
-                raise LoadmemError(
-                    f"cannot write the recording in {out}: {e.strerror or e}",
-                    "free some disk space or choose another --out; the segments written so "
-                    "far stay readable",
-                ) from None
+            self.stop_reason = (
+                "interrupted twice" if isinstance(e, KeyboardInterrupt)
+                else f"error: {type(e).__name__}: {e}"
+            )
+            for w in writers.values():  # keep what was sampled: the last rows, as a segment
+                with contextlib.suppress(Exception):
+                    w.flush()
             raise
         finally:
             if restore is not None:
@@ -238,7 +269,8 @@ class Recorder:
             if o.progress:
                 sys.stderr.write("\r\033[K")
                 sys.stderr.flush()
-            self._final_meta(out, status, self.ticks, sampler, bucket, writers, finalized)
+            with contextlib.suppress(OSError):  # a full disk must not hide the first error
+                self._final_meta(out, status, self.ticks, sampler, bucket, writers, finalized)
         return RecordResult(out, self.ticks, len(self._seen_keys), self.stop_reason, status,
                             dict(sampler.failures), finalized)
 
@@ -249,7 +281,6 @@ class Recorder:
         tick = 0
         slot = 0  # index of the scheduled tick time
         last_flush = start
-        own_pss: int | None = None
         own_pss_t = -math.inf
         page = os.sysconf("SC_PAGE_SIZE")
         while tick == 0 or not self.stop_event.is_set():  # at least one sample
@@ -278,8 +309,10 @@ class Recorder:
             writers["processes"].extend(res.processes)
             writers["cgroup"].extend(res.cgroup)
             writers["events"].extend(res.events)
-            for r in res.processes:
-                self._seen_keys.add((r["pid"], r["start_time"]))
+            keys = {(r["pid"], r["start_time"]) for r in res.processes}
+            if not keys <= self._seen_keys:
+                self._seen_keys = self._seen_keys | keys
+            own_pss = None  # the recorder's own PSS: on the ticks it is read, null between
             if t - own_pss_t >= o.pss_max_age:
                 own_pss, own_pss_t = self._own_pss(), t
             times = os.times()
@@ -299,8 +332,7 @@ class Recorder:
             if o.progress:
                 self._progress(t, res, times.user + times.system)
             if time.monotonic() - last_flush >= o.flush:
-                for w in writers.values():
-                    w.flush()
+                _flush_all(writers, out)
                 last_flush = time.monotonic()
             tick += 1
             self.ticks = tick
@@ -409,7 +441,5 @@ class Recorder:
             failures=dict(sampler.failures), finalized=finalized,
             recorder_cpu_s=times.user + times.system,
             rows={name: w.rows_written for name, w in writers.items()},
-            bytes_on_disk=sum(
-                f.stat().st_size for f in out.rglob("*.parquet") if not f.name.startswith(".")
-            ),
+            bytes_written={name: w.bytes_written for name, w in writers.items()},
         )

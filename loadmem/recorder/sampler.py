@@ -38,10 +38,6 @@ from loadmem.recording.schema import SMAPS_COLUMNS, meminfo_column
 _NULL_SMAPS: dict[str, int | None] = dict.fromkeys(SMAPS_COLUMNS.values())
 
 
-def _reason(e: ProcessError) -> str:
-    return e.reason
-
-
 @dataclass
 class TickResult:
     system: dict[str, Any]
@@ -69,6 +65,26 @@ class _ProcInfo:
     cgroup: CgroupRef | None = None
     faults: int = 0
     pss: PssState = field(default_factory=PssState)
+
+
+@dataclass
+class _Sample:
+    """The cheap tier of one process in one tick."""
+
+    info: _ProcInfo
+    stat: ProcStat
+    status: ProcStatus | None
+    errors: list[str]
+
+
+@dataclass
+class _Reads:
+    """What this tick's smaps_rollup reads gave."""
+
+    fresh: set[Key] = field(default_factory=set)
+    errors: dict[Key, str] = field(default_factory=dict)
+    total_us: int = 0
+    max_us: int = 0
 
 
 class Sampler:
@@ -131,9 +147,30 @@ class Sampler:
 
     # --- the tick ------------------------------------------------------------------
     def tick(self, tick_no: int, t: float, ts: dt.datetime) -> TickResult:
+        """Sample everything once: system, discovery, cheap tier, budgeted smaps, cgroups."""
         self._t, self._ts = t, ts
         c0 = time.perf_counter()
         common = {"ts": ts, "t": t, "tick": tick_no}
+        system = self._system_row(common)
+        added, gone = self.selector.update()
+        for w in gone:
+            self._exit(w)
+        for w in added:
+            self._start(w)
+        samples, errors = self._cheap_tier()
+        cheap_us = int((time.perf_counter() - c0) * 1e6)
+        reads = self._smaps_reads(samples, t)
+        res = TickResult(system=system, processes=[], cgroup=[], events=[], cheap_us=cheap_us,
+                         smaps_reads=len(reads.fresh), smaps_us=reads.total_us,
+                         smaps_max_us=reads.max_us, errors=errors)
+        self._rows(samples, reads, common, res)
+        if self.read_cgroups:
+            res.cgroup = self._cgroups(common)
+        res.events = self.take_events()
+        return res
+
+    def _system_row(self, common: dict[str, Any]) -> dict[str, Any]:
+        """Every /proc/meminfo field, in bytes, under its column name."""
         meminfo = parse_meminfo(self.procfs.read("meminfo"))
         if self.meminfo_keys is None:
             self.meminfo_keys = list(meminfo)
@@ -144,41 +181,36 @@ class Sampler:
             if col is None:
                 col = columns[k] = meminfo_column(k)
             system[col] = v
+        return system
 
-        added, gone = self.selector.update()
-        for w in gone:
-            self._exit(w)
-        for w in added:
-            self._start(w)
+    def _cheap_tier(self) -> tuple[list[_Sample], int]:
+        """``stat`` and ``status`` of every watched process: constant cost, every tick.
 
-        # cheap tier: stat + status of every watched process
-        rows: list[tuple[_ProcInfo, ProcStat, ProcStatus | None, list[str]]] = []
+        A process whose ``stat`` is gone (or whose pid now belongs to another process)
+        has exited: it gets a ``process_exit`` event and no row. Fault deltas feed the
+        sharing group's counter, which makes the group's other members dirty.
+        """
+        samples: list[_Sample] = []
         errors = 0
         group_delta: dict[Key, int] = {}
         for pid, w in list(self.selector.watched.items()):
-            key = (w.pid, w.start_time)
-            info = self.procs.get(key)
-            if info is None:
-                info = self._start(w)
+            info = self.procs.get((w.pid, w.start_time)) or self._start(w)
             try:
                 st = parse_stat(self.procfs.read_pid(pid, "stat"), self.clk_tck)
             except (ProcessGone, ValueError, IndexError):
-                self.selector.forget(pid)
-                self._exit(w)
-                continue
+                st = None
             except ProcessError as e:
                 errors += 1
-                self._fail("stat:" + _reason(e))
+                self._fail("stat:" + e.reason)
                 continue
-            if st.starttime != w.start_time:  # the pid was reused within one interval
+            if st is None or st.starttime != w.start_time:  # exited, or its pid was reused
                 self.selector.forget(pid)
                 self._exit(w)
                 continue
             w.ppid = st.ppid
             errs: list[str] = []
             if st.comm != info.comm:  # exec() changed the program: re-read the command line
-                info.comm = st.comm
-                w.name = st.comm
+                info.comm = w.name = st.comm
                 info.cmdline = self._cmdline(pid)
             status: ProcStatus | None = None
             if st.state == "Z":
@@ -187,26 +219,26 @@ class Sampler:
                 try:
                     status = parse_status(self.procfs.read_pid(pid, "status"))
                 except ProcessError as e:
-                    errs.append("status:" + _reason(e))
+                    errs.append("status:" + e.reason)
             faults = st.minflt + st.majflt
             if faults > info.faults:
                 group_delta[w.group] = group_delta.get(w.group, 0) + faults - info.faults
             info.faults = faults
-            rows.append((info, st, status, errs))
+            samples.append(_Sample(info, st, status, errs))
         for g, d in group_delta.items():
             self.group_faults[g] = self.group_faults.get(g, 0) + d
-        cheap_us = int((time.perf_counter() - c0) * 1e6)
+        return samples, errors
 
-        # budgeted smaps_rollup reads
+    def _smaps_reads(self, samples: list[_Sample], t: float) -> _Reads:
+        """The budgeted smaps_rollup reads, most urgent first, each one timed and charged."""
         self.bucket.refill()
         self.bucket.charge()
-        fresh: set[Key] = set()
-        smaps_errs: dict[Key, str] = {}
-        reads, smaps_us, smaps_max = 0, 0, 0
+        reads = _Reads()
         cands = [
-            Candidate((i.watched.pid, i.watched.start_time), i.pss, i.faults,
-                      status.rss if status else None, self.group_faults.get(i.watched.group, 0))
-            for i, st, status, errs in rows if st.state != "Z"
+            Candidate((x.info.watched.pid, x.info.watched.start_time), x.info.pss,
+                      x.info.faults, x.status.rss if x.status else None,
+                      self.group_faults.get(x.info.watched.group, 0))
+            for x in samples if x.stat.state != "Z"
         ]
         due = due_order(cands, t, self.max_age, lead=self.interval)
         for n, c in enumerate(due):
@@ -217,52 +249,52 @@ class Sampler:
             r0 = time.perf_counter()
             try:
                 text = self.procfs.read_pid(c.key[0], "smaps_rollup")
-            except AccessDenied:
+            except AccessDenied:  # permanent for this process: not retried
                 info.pss.denied = True
-                smaps_errs[c.key] = "smaps:access-denied"
+                reads.errors[c.key] = "smaps:access-denied"
                 continue
             except ZombieProcess:
-                smaps_errs[c.key] = "zombie"
+                reads.errors[c.key] = "zombie"
                 continue
             except ProcessError as e:
-                smaps_errs[c.key] = "smaps:" + _reason(e)
+                reads.errors[c.key] = "smaps:" + e.reason
                 continue
             finally:
                 self.bucket.charge()
             us = int((time.perf_counter() - r0) * 1e6)
             fields = parse_smaps_rollup(text)
-            if not fields:  # no address space: a kernel thread, or exited between reads
-                smaps_errs[c.key] = "smaps:empty"
+            if not fields:  # no address space (exited between reads)
+                reads.errors[c.key] = "smaps:empty"
                 continue
-            reads += 1
-            smaps_us += us
-            smaps_max = max(smaps_max, us)
+            reads.total_us += us
+            reads.max_us = max(reads.max_us, us)
             s = info.pss
             s.values = smaps_columns(fields)
             s.read_t, s.read_us = t, us
-            s.faults_at_read = c.faults
-            s.rss_at_read = c.rss
-            s.group_faults_at_read = c.group_faults
-            fresh.add(c.key)
+            s.faults_at_read, s.rss_at_read, s.group_faults_at_read = (
+                c.faults, c.rss, c.group_faults)
+            reads.fresh.add(c.key)
+        return reads
 
-        # rows
-        out: list[dict[str, Any]] = []
-        oldest: float | None = None
-        sum_rss = sum_pss = n_target = 0
-        for info, st, status, errs in rows:
+    def _rows(self, samples: list[_Sample], reads: _Reads, common: dict[str, Any],
+              res: TickResult) -> None:
+        """One ``processes`` row per sample; failures become nulls plus ``error``."""
+        t = common["t"]
+        for x in samples:
+            info, st, status, errs = x.info, x.stat, x.status, x.errors
             w = info.watched
             key = (w.pid, w.start_time)
-            if key in smaps_errs:
-                errs.append(smaps_errs[key])
+            if key in reads.errors:
+                errs.append(reads.errors[key])
             elif info.pss.denied:
                 errs.append("smaps:access-denied")
             for reason in errs:
-                errors += 1
+                res.errors += 1
                 self._fail(reason)
                 self.warn_once(key, reason, f"pid {w.pid} ({w.name}): {reason}",
                                {"pid": w.pid, "start_time": w.start_time})
             s = info.pss
-            zombie = st.state == "Z"
+            zombie = st.state == "Z"  # no address space left: carried figures would lie
             values = s.values if (s.values is not None and not zombie) else _NULL_SMAPS
             row = {
                 **common,
@@ -277,27 +309,19 @@ class Sampler:
                 "swap": status.swap if status else None,
                 "minflt": st.minflt, "majflt": st.majflt, "utime": st.utime, "stime": st.stime,
                 **values,
-                "pss_fresh": key in fresh,
-                "pss_read_t": s.read_t if not zombie else None,
-                "pss_read_us": s.read_us if not zombie else None,
+                "pss_fresh": key in reads.fresh,
+                "pss_read_t": None if zombie else s.read_t,
+                "pss_read_us": None if zombie else s.read_us,
                 "error": ";".join(errs) if errs else None,
             }
-            out.append(row)
+            res.processes.append(row)
             if s.read_t is not None and not zombie and not s.denied:
                 age = t - s.read_t
-                oldest = age if oldest is None else max(oldest, age)
+                res.pss_oldest_s = age if res.pss_oldest_s is None else max(res.pss_oldest_s, age)
             if w.role == "target":
-                n_target += 1
-                sum_rss += row["rss"] or 0
-                sum_pss += values.get("pss") or 0
-
-        cgroup_rows = self._cgroups(common) if self.read_cgroups else []
-        return TickResult(
-            system=system, processes=out, cgroup=cgroup_rows, events=self.take_events(),
-            cheap_us=cheap_us, smaps_reads=reads, smaps_us=smaps_us, smaps_max_us=smaps_max,
-            errors=errors, pss_oldest_s=oldest, sum_rss=sum_rss, sum_pss=sum_pss,
-            target_processes=n_target,
-        )
+                res.target_processes += 1
+                res.sum_rss += row["rss"] or 0
+                res.sum_pss += values.get("pss") or 0
 
     def _budget_short(self, skipped: list[Candidate], t: float) -> None:
         """Due reads the budget pushed back: warn once if a figure passes --pss-max-age."""

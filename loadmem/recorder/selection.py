@@ -186,6 +186,8 @@ class ProcessSelector:
                 self.watched[pid] = w
                 added.append(w)
                 self._young_unmatched.discard(pid)
+                if w.depth == 0 and pid not in new_pids:  # matched late (after exec)
+                    added.extend(self._adopt_descendants(w))
             elif self.selection.regexes:
                 age = uptime - self._seen[pid].start_time / self.clk_tck
                 if age < EXEC_GRACE_S:
@@ -206,11 +208,6 @@ class ProcessSelector:
         """The sampler found the process gone (or its pid reused) mid-tick."""
         self._seen.pop(pid, None)
         return self.watched.pop(pid, None)
-
-    def note_parent(self, pid: int, ppid: int) -> None:
-        w = self.watched.get(pid)
-        if w is not None:
-            w.ppid = ppid
 
     # --- helpers -------------------------------------------------------------------
     def _classify(self, pid: int) -> Watched | None:
