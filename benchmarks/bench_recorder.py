@@ -44,6 +44,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,23 +165,33 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_tool(
-    name: str, cmd: list[str], warmup: float, seconds: float, stop_after: float, log: Path
+    name: str,
+    cmd: list[str],
+    warmup: float,
+    seconds: float,
+    stop_after: float,
+    log: Path,
+    profiler: Callable[[int], subprocess.Popen] | None = None,
 ) -> ToolRun:
     """Start ``cmd``; read its CPU at ``warmup`` and ``warmup + seconds``; let it finish.
 
     The tool ends itself after ``stop_after`` seconds (its own duration option); it is sent
-    SIGINT if it overruns by 30 s, then killed.
+    SIGINT if it overruns by 30 s, then killed. ``profiler(pid)``, if given, is started
+    when the window opens (``--profile``).
     """
     run = ToolRun(name)
     with log.open("w") as out:
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         time.sleep(max(0.0, t0 + warmup - time.monotonic()))
+        prof = profiler(proc.pid) if profiler else None
         c0, w0, wall0 = cpu_seconds(proc.pid), time.monotonic(), time.time()
         time.sleep(max(0.0, w0 + seconds - time.monotonic()))
         c1, w1, wall1 = cpu_seconds(proc.pid), time.monotonic(), time.time()
         run.window_s, run.window_cpu_s = w1 - w0, c1 - c0
         run.extra["window_wall"] = (wall0, wall1)
+        if prof is not None:
+            prof.wait(timeout=seconds + 60)
         status, rusage = _wait(proc, t0 + stop_after + 30)
         run.life_s = time.monotonic() - t0
         run.life_cpu_s = rusage.ru_utime + rusage.ru_stime
@@ -210,12 +222,20 @@ def dir_bytes(path: Path) -> int:
 # --- loadmem ----------------------------------------------------------------------------
 
 
-def bench_loadmem(pids: list[int], work: Path, warmup: float, seconds: float) -> ToolRun:
+def bench_loadmem(
+    pids: list[int],
+    work: Path,
+    warmup: float,
+    seconds: float,
+    profiler: Callable[[int], subprocess.Popen] | None = None,
+) -> ToolRun:
     out = work / "rec"
     duration = warmup + seconds + 1
     cmd = [sys.executable, "-m", "loadmem", "record", "--pid", str(pids[0]),
            "--duration", f"{duration:g}s", "--out", str(out)]  # fmt: skip
-    run = run_tool("loadmem record", cmd, warmup, seconds, duration, work / "loadmem.log")
+    run = run_tool(
+        "loadmem record", cmd, warmup, seconds, duration, work / "loadmem.log", profiler
+    )
     run.extra["cmd"] = " ".join(cmd[1:])
     if run.extra["exit_status"] != 0:
         raise SystemExit(
@@ -399,6 +419,45 @@ def raw_read_costs(pids: list[int], rounds: int = 20) -> dict[str, float]:
         "stat+status": cost(("stat", "status"), rounds * 10),
         "smaps_rollup": cost(("smaps_rollup",), rounds),
     }
+
+
+# --- profile (--profile) ----------------------------------------------------------------
+
+
+def ensure_py_spy(venv: Path) -> Path:
+    exe = venv / "bin" / "py-spy"
+    if not exe.exists():
+        print(f"installing py-spy into {venv} (a throw-away venv)")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "py-spy"], check=True)
+    return exe
+
+
+def py_spy(exe: Path, out: Path, seconds: float) -> Callable[[int], subprocess.Popen]:
+    def start(pid: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(exe), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200",
+             "--nonblocking", "--format", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    return start
+
+
+def profile_summary(raw: Path, depth: int = 3, top: int = 15) -> list[str]:
+    """The call paths (``depth`` frames below the recording loop) that took the most CPU."""
+    paths: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        total += int(n)
+        loop = next((i for i, f in enumerate(frames) if f.startswith("Recorder._loop")), None)
+        below = frames[loop + 1 : loop + 1 + depth] if loop is not None else frames[-depth:]
+        paths[" > ".join(below) or "(the loop itself)"] += int(n)
+    lines = [f"{total} samples at 200 Hz ({total / 200:.2f} s of CPU):", ""]
+    lines += [f"- {100 * n / total:5.1f} %  {path}" for path, n in paths.most_common(top)]
+    return lines
 
 
 # --- report -----------------------------------------------------------------------------
@@ -609,9 +668,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processes", type=int, default=16)
     ap.add_argument("--procpath-venv", type=Path, default=Path("/tmp/procpath-venv"))
     ap.add_argument("--keep", type=Path, help="keep the recording and the SQLite file here")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead: profile loadmem record with py-spy (a throw-away venv, "
+                    "--py-spy-venv) over the window and print where its CPU goes")
+    ap.add_argument("--py-spy-venv", type=Path, default=Path("/tmp/pyspy-venv"))
     ap.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
     args = ap.parse_args(argv)
 
+    if args.profile:
+        return profile(args)
     t_start = time.monotonic()
     exe, version = ensure_procpath(args.procpath_venv)
     life = int(2 * (args.warmup + args.seconds) + 240)
@@ -646,6 +711,23 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.write_text(text + kept_notes(RESULTS))
         print(f"written to {RESULTS}")
     return 0 if verdict.ok else 1
+
+
+def profile(args: argparse.Namespace) -> int:
+    """``--profile``: only loadmem, under py-spy; nothing is written to the results file."""
+    spy = ensure_py_spy(args.py_spy_venv)
+    pids = start_process_set(args.size_mib * MIB, args.processes - 1, int(args.seconds) + 240)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-recorder-") as tmp:
+            raw = Path(tmp) / "profile.txt"
+            lm = bench_loadmem(
+                pids, Path(tmp), args.warmup, args.seconds, py_spy(spy, raw, args.seconds)
+            )
+            print(f"loadmem record (profiled): {lm.cpu_per_s * 100:.2f} % of a core")
+            print("\n".join(profile_summary(raw)))
+    finally:
+        stop_process_set(pids)
+    return 0
 
 
 if __name__ == "__main__":

@@ -180,11 +180,13 @@ _COOKIE_HEADER = re.compile(
     r"(?P<head>\b(?:set-)?cookie\s*:\s*)(?P<value>[^\r\n\"']+)", re.IGNORECASE
 )
 _BEARER = re.compile(r"\b(?P<head>[Bb]earer\s+)(?P<value>[A-Za-z0-9\-._~+/]{8,}=*)")
-_KEY_VALUE = re.compile(
+#: A key and its separator; the value is matched separately (``_VALUE``), only when the
+#: key is secret, so that scanning stays linear on long arguments such as ``a=a=a=...``.
+_KEY_SEP = re.compile(
     r"(?P<q>[\"']?)(?P<key>(?<![\w.\-])-{0,2}[A-Za-z_][\w.\-]*)(?P=q)"
     r"(?P<sep>\s*=\s*|\s*:\s+|(?<=[\"']):\s*)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,\"'<>]+)"
 )
+_VALUE = re.compile(r"\"[^\"]{0,4096}\"|'[^']{0,4096}'|[^\s&;,\"'<>]+")
 _TOKEN_SHAPES = re.compile(
     "|".join(
         [
@@ -200,34 +202,32 @@ _TOKEN_SHAPES = re.compile(
     )
 )
 _PEM_KEY = re.compile(
-    r"(-----BEGIN [A-Z ]*PRIVATE KEY-----).*?(-----END [A-Z ]*PRIVATE KEY-----)", re.DOTALL
+    r"(-----BEGIN [A-Z ]*PRIVATE KEY-----).{0,16384}?(-----END [A-Z ]*PRIVATE KEY-----)", re.DOTALL
 )
 
 
 def _redact_pairs(s: str) -> str:
-    """Hide the values of secret ``KEY=VALUE`` pairs.
+    """Hide the values of ``KEY=VALUE`` pairs whose key is secret.
 
-    A loop rather than ``re.sub`` so that the value of a pair whose key is not secret is
-    scanned again for pairs (``--env=PASSWORD=x``, ``--opt="token=x"``) without recursion.
+    The value of a pair whose key is not secret is scanned again for pairs
+    (``--env=PASSWORD=x``, ``--opt="token=x"``).
     """
     out: list[str] = []
     pos = 0
     while True:
-        m = _KEY_VALUE.search(s, pos)
+        m = _KEY_SEP.search(s, pos)
         if m is None:
             out.append(s[pos:])
             return "".join(out)
-        if not is_secret_name(m.group("key")):
-            out.append(s[pos : m.start("value")])
-            pos = m.start("value")
+        v = _VALUE.match(s, m.end()) if is_secret_name(m.group("key")) else None
+        if v is None:
+            out.append(s[pos : m.end()])
+            pos = m.end()
             continue
-        value = m.group("value")
-        if value[:1] in "\"'" and len(value) >= 2:
-            value = value[0] + REDACTED + value[-1]
-        else:
-            value = REDACTED
-        out.append(s[pos : m.start("value")] + value)
-        pos = m.end()
+        value = v.group(0)
+        value = value[0] + REDACTED + value[-1] if value[:1] in "\"'" else REDACTED
+        out.append(s[pos : m.end()] + value)
+        pos = v.end()
 
 
 def redact_text(s: str) -> str:

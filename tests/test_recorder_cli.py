@@ -196,3 +196,19 @@ def test_output_lost_mid_recording_is_one_line_exit_2(tmp_path):
     assert err.count("\n") == 1 and "cannot write the recording" in err
     meta = json.loads((out / "meta.json").read_text())  # rewritten: says what happened
     assert meta["status"] == "interrupted" and "cannot write" in meta["stop_reason"]
+
+
+def test_recorder_process_keeps_pandas_out():
+    """The recorder's own memory is part of what it measures: pyarrow must not drag pandas
+    (tens of MB) into it, and pandas must still work when asked for explicitly."""
+    code = (
+        "import sys, pyarrow as pa\n"
+        "from loadmem.recorder.recorder import keep_pandas_out\n"
+        "keep_pandas_out()\n"
+        "t = pa.Table.from_pylist([{'a': 1, 'b': 'x'}])\n"
+        "assert 'pandas' not in sys.modules, 'pyarrow imported pandas'\n"
+        "assert t.to_pandas().shape == (1, 2)\n"  # explicit use still imports it
+        "assert 'pandas' in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

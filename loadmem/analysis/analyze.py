@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from loadmem.analysis import detectors as det
@@ -170,7 +171,8 @@ def _drain_finding(ctx: det.Context, unexplained: float | None) -> Finding:
         )
         pss = ctx.group.get("pss")
         if pss is not None and pss.delta is not None:
-            rss_txt += f" and their PSS moved {format_bytes(pss.delta, signed=True)}"
+            rss_txt += (f" and {'its' if n == 1 else 'their'} PSS moved "
+                        f"{format_bytes(pss.delta, signed=True)}")
     else:
         rss_txt = "no watched process was recorded"
     sev: Severity = "ok"
@@ -178,9 +180,11 @@ def _drain_finding(ctx: det.Context, unexplained: float | None) -> Finding:
         statement = "Used memory could not be measured (no MemTotal/MemAvailable samples)."
     elif used is not None and used.significant(det.DRAIN_MIN, det.NOISE_K):
         verb = "rose" if d_used > 0 else "fell"
+        rate = f"{format_bytes(used.rate, signed=True)}/s, " if used.rate else ""
         statement = (
             f"Used memory {verb} {format_bytes(abs(d_used))} in {dur} {where} "
-            f"(free memory {format_bytes(ctx.d('MemFree'), signed=True)}) while {rss_txt}."
+            f"({rate}free memory {format_bytes(ctx.d('MemFree'), signed=True)}) "
+            f"while {rss_txt}."
         )
         if d_used > 0:
             sev = "info"
@@ -219,7 +223,11 @@ def _headline(drain: Finding, findings: list[Finding]) -> str:
         + ")"
         for f in causes[:3]
     )
-    return f"{drain.statement} Findings: {named}."
+    rest = drain.evidence.get("unexplained.delta_bytes")
+    tail = ""
+    if drain.severity != "ok" and rest is not None and abs(rest) >= det.DRAIN_MIN:
+        tail = f"; unexplained remainder {format_bytes(rest, signed=True)}"
+    return f"{drain.statement} Findings: {named}{tail}."
 
 
 def _phase_rows(
@@ -317,6 +325,30 @@ def _cow_rate(
     return rate, remaining / rate
 
 
+#: A note is added when PSS figures at the window's end are older than the recorder's
+#: --pss-max-age (meta ``pss_max_age_s``, else this) plus two intervals: the budget held
+#: reads back. Younger figures are current: the recorder re-reads a process that faults.
+DEFAULT_PSS_MAX_AGE_S = 15.0
+
+
+def _pss_staleness(rec: Recording, tick: int, t_end: float) -> float | None:
+    """Age of the oldest smaps_rollup figure among the rows of ``tick`` (None if unknown).
+
+    Reads only the row groups whose statistics contain ``tick``: cheap on any size."""
+    import pyarrow.parquet as pq
+
+    oldest = None
+    for f in rec.files("processes"):
+        try:
+            tb = pq.read_table(f, columns=["tick", "pss_read_t"], filters=[("tick", "=", tick)])
+        except (OSError, ValueError, pa.ArrowException):
+            continue
+        m = pc.min(tb.column("pss_read_t")).as_py() if tb.num_rows else None
+        if m is not None and (oldest is None or m < oldest):
+            oldest = m
+    return None if oldest is None else max(t_end - oldest, 0.0)
+
+
 def _workers_at(p: ProcessData, groups: dict[int, str], tick: int) -> list[dict[str, Any]]:
     """Worker rows present at ``tick`` with a PSS figure."""
     return [
@@ -383,6 +415,16 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
             "smaps_rollup figures at the end (never read or not readable): PSS sums leave "
             "them out"
         )
+    if procs.rows:
+        age = _pss_staleness(rec, checkpoints["end"], float(system.t[i_end]))
+        max_age = float(rec.meta.get("pss_max_age_s") or DEFAULT_PSS_MAX_AGE_S)
+        interval = float(rec.meta.get("interval_s") or rec.meta.get("interval") or 1.0)
+        if age is not None and age > max_age + 2 * interval:
+            notes.append(
+                f"the oldest PSS figure at the end of the window was read {format_duration(age)}"
+                f" earlier, beyond --pss-max-age {format_duration(max_age)}: the recorder's "
+                "--pss-budget held reads back, so the last PSS changes may be missing"
+            )
     if procs.rows == 0:
         notes.append("no per-process samples: only system-wide figures were analysed")
     remaining = None

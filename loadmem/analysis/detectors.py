@@ -219,7 +219,7 @@ def cow_unsharing(ctx: Context) -> Finding | None:
         f"Copy-on-write unsharing: the watched processes' PSS grew {_mb(unshared, False)} "
         f"{_over(ctx)} "
         f"while their RSS moved {_pct(rss.delta if rss else None, rss.start if rss else None)} "
-        f"and their shared pages fell {_mb(-d_shared, False)} (unshared by {'; '.join(parts)}); "
+        f"and their shared pages fell {_mb(-d_shared, False)} (PSS growth by {'; '.join(parts)}); "
         f"sharing ratio PSS/RSS {ratios}"
         + (f"; {predict}." if predict else ".")
     )

@@ -227,7 +227,9 @@ def _phase_strip(ax: Axes, ctx: _Ctx) -> None:
         ax.spines[side].set_visible(False)
 
 
-def _panel_system(ax: Axes, s: SystemSeries | None, ctx: _Ctx) -> None:
+def _panel_system(ax: Axes, s: SystemSeries | None, p: ProcessSeries | None, ctx: _Ctx) -> None:
+    """System memory as change since start, with the watched processes' PSS change for
+    reference: the part of *used* the service accounts for (the rest is someone else)."""
     if s is None:
         _empty(ax, TITLE_SYSTEM, "no /proc/meminfo samples in this range")
         return
@@ -238,7 +240,10 @@ def _panel_system(ax: Axes, s: SystemSeries | None, ctx: _Ctx) -> None:
     ]
     starts = [_first(v) for _, v, *_ in series]
     deltas = [v - st for (_, v, *_), st in zip(series, starts, strict=True)]
-    scale, unit = _byte_unit([_nanmax_abs(*deltas)])
+    pss_start = _first(p.pss) if p is not None else float("nan")
+    pss_delta = p.pss - pss_start if p is not None and math.isfinite(pss_start) else None
+    extra = [pss_delta] if pss_delta is not None else []
+    scale, unit = _byte_unit([_nanmax_abs(*deltas, *extra)])
     idx = envelope_indices(np.vstack(deltas), ctx.max_points)
     x = ctx.x(s.t[idx])
     for (label, _, colour, style, width), d, st in zip(series, deltas, starts, strict=True):
@@ -249,6 +254,16 @@ def _panel_system(ax: Axes, s: SystemSeries | None, ctx: _Ctx) -> None:
             linestyle=style,
             linewidth=width,
             label=f"{label}\n  start {format_bytes(st)}",
+        )
+    if p is not None and pss_delta is not None:
+        pidx = envelope_indices(pss_delta, ctx.max_points)
+        ax.plot(
+            ctx.x(p.t[pidx]),
+            pss_delta[pidx] / scale,
+            color=PURPLE,
+            linestyle=(0, (1, 1.5)),
+            linewidth=2.2,
+            label=f"watched processes' PSS\n  (panel 3) start {format_bytes(pss_start)}",
         )
     ax.axhline(0, color="#666", linewidth=0.6)
     ax.set_title(TITLE_SYSTEM, loc="left", fontsize=10)
@@ -295,7 +310,6 @@ def _fill(
         edgecolor="#333" if hatch else colour,
         linewidth=0.0,
         label=label,
-        step=None,
     )
 
 
@@ -392,9 +406,17 @@ def _panel_latency(ax: Axes, load: LoadSeries, ctx: _Ctx) -> None:
 
 
 def _finding_label(f: Finding) -> str:
+    """``cow-unsharing: +312 MB from 1m05s``. Without ``explained_bytes`` (the overall drain),
+    the first ``*.delta_bytes`` of its evidence, named: ``memory-drain: used +614 MB ...``."""
     parts = [f.id]
     if f.explained_bytes is not None:
         parts.append(format_bytes(f.explained_bytes, signed=True))
+    else:
+        delta = next((k for k in f.evidence if k.endswith("delta_bytes")), None)
+        value = f.evidence.get(delta) if delta else None
+        if delta and isinstance(value, (int, float)) and math.isfinite(value):
+            name = delta.removesuffix("delta_bytes").rstrip("._")
+            parts.append(f"{name} {format_bytes(value, signed=True)}".strip())
     if f.t_start is not None:
         parts.append(f"from {format_duration(f.t_start)}")
     return f"{parts[0]}: {' '.join(parts[1:])}" if len(parts) > 1 else parts[0]
@@ -499,7 +521,7 @@ def render_figure(
         _shade_phases(ax, ctx)
         ax.grid(True, axis="y", color="#ddd", linewidth=0.6)
         ax.set_axisbelow(True)
-    _panel_system(axes["system"], data.system, ctx)
+    _panel_system(axes["system"], data.system, data.processes, ctx)
     _panel_rss(axes["rss"], data.processes, ctx)
     _panel_truth(axes["truth"], data.processes, ctx)
     if data.load is not None:

@@ -91,7 +91,8 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
 
 
 def _wrap(text: str, indent: str, width: int = 100) -> Iterable[str]:
-    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent)
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent,
+                         break_on_hyphens=False)
 
 
 def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
@@ -106,6 +107,9 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
     w("\nFindings\n")
     findings = sorted(a.findings, key=lambda f: -severity_rank(f.severity))
     for f in findings:
+        if f.id == "memory-drain":  # its statement opens the verdict above
+            w(f"  [{f.severity}] {f.id}: the verdict above\n")
+            continue
         w(f"  [{f.severity}] {f.id}\n")
         for line in _wrap(f.statement, "      ", width):
             w(line + "\n")

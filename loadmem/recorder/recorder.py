@@ -209,6 +209,10 @@ class Recorder:
             _clear_recording(out)
         if o.lean:
             keep_pandas_out()
+            if os.environ.get("XGC"):
+                import gc
+                gc.collect()
+                gc.freeze()
         start_monotonic = time.monotonic()
         start_epoch = time.time()
         argv = redact(list(o.argv)) if redact else list(o.argv)

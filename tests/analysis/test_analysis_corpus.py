@@ -207,3 +207,22 @@ def test_steady_idle_service(tmp_path: Path) -> None:
         (f.id, f.severity) for f in a.findings]
     assert "stayed flat" in a.finding("memory-drain").statement
     assert a.figures["watched.count"] == 3
+
+
+def test_respawned_worker_is_a_new_process(tmp_path: Path) -> None:
+    """A worker killed and replaced mid-recording: two identities, no false drain."""
+    w = Workload.start("respawn", 32)
+    try:
+        rec = record_scenario(tmp_path / "rec", [w.pid], w)
+    finally:
+        w.stop()
+    a = analyze(rec)
+    old, new = w.done["old"], w.done["new"]
+    rows = {p["pid"]: p for p in a.processes}
+    assert old in rows and new in rows
+    assert rows[old]["last_s"] < rows[new]["first_s"] + 1.0
+    assert rows[new]["group"] == rows[old]["group"] == "worker"
+    assert rows[w.pid]["group"] == "master"
+    assert a.figures["watched.count"] == 2 and a.figures["workers.count"] == 1
+    # the replacement holds as much as the one that went: neither growth nor unsharing
+    assert not fired(a, "rss-growth") and not fired(a, "cow-unsharing")

@@ -13,6 +13,8 @@ Modes:
 - ``idle MIB CHILDREN``: a small pre-forked "service" holding MIB that does nothing.
 - ``read PATH``: on go, read the file at PATH in 1 MiB chunks, keeping nothing (page cache).
 - ``shm PATH MIB SECONDS``: on go, write MIB to PATH (on /dev/shm) over SECONDS (tmpfs).
+- ``respawn MIB``: a parent with one child holding MIB of its own; on go, the child exits
+  and a new one takes its place (a worker respawned: one process goes, another comes).
 """
 
 from __future__ import annotations
@@ -141,6 +143,32 @@ def shm(path: str, mib: int, seconds: float) -> None:
     idle_until_eof()
 
 
+def respawn(mib: int) -> None:
+    def child() -> None:
+        own = fill(mib)
+        ppid = os.getppid()
+        while os.getppid() == ppid:
+            time.sleep(0.1)
+        del own
+        os._exit(0)
+
+    def spawn() -> int:
+        pid = os.fork()
+        if pid == 0:
+            child()
+        return pid
+
+    first = spawn()
+    say(ready=True, pid=os.getpid(), children=[first])
+    wait_go()
+    os.kill(first, signal.SIGKILL)
+    os.waitpid(first, 0)
+    second = spawn()
+    time.sleep(1.0)
+    say(done=True, old=first, new=second)
+    idle_until_eof()
+
+
 def main(argv: list[str]) -> None:
     mode, args = argv[0], argv[1:]
     if mode == "cow":
@@ -153,6 +181,8 @@ def main(argv: list[str]) -> None:
         read(args[0])
     elif mode == "shm":
         shm(args[0], int(args[1]), float(args[2]))
+    elif mode == "respawn":
+        respawn(int(args[0]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 
