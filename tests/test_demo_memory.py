@@ -83,3 +83,28 @@ def test_idle_gc_unshares_the_table_in_default_but_not_in_frozen(tmp_path: Path)
     # freeze unshares at the workers' first young collection, before anything is measured.
     frozen_grown = f_after["Private_Dirty"] - before["Private_Dirty"]
     assert frozen_grown < 0.2 * grown, (grown, frozen_grown)
+
+
+def test_every_worker_does_housekeeping_even_without_a_connection(tmp_path: Path) -> None:
+    """One keep-alive connection reaches one worker; the others must still unshare.
+
+    Locust with few users opens few connections, and SO_REUSEPORT may give them all to
+    some workers: the idle timer is armed by traffic to any worker (a shared page).
+    """
+    import http.client
+
+    log = tmp_path / "one-connection.log"
+    with start_demo(
+        workers=3, table_mb=16, idle_gc_after=0.3, idle_gc_stagger=0.2, log_path=log
+    ) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        for _ in range(20):
+            conn.request("GET", "/api/items")
+            conn.getresponse().read()
+        conn.close()
+        deadline = time.monotonic() + 30
+        while not _housekeeping_done(log, 3) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _housekeeping_done(log, 3), log.read_text()[-2000:]
+        for pid in server.workers:
+            assert _rollup(pid)["Private_Dirty"] > 8, pid  # most of the 16 MiB table

@@ -34,7 +34,7 @@ from loadmem.demo.app import App
 from loadmem.demo.config import DemoConfig
 from loadmem.demo.proctl import set_process_name
 from loadmem.demo.table import MIB, build_table
-from loadmem.demo.worker import run_worker
+from loadmem.demo.worker import TrafficClock, run_worker
 from loadmem.errors import LoadmemError
 
 log = logging.getLogger("loadmem.demo")
@@ -97,6 +97,10 @@ class Master:
         self.workers: dict[int, int] = {}  # pid -> index
         self._born: dict[int, float] = {}  # index -> monotonic spawn time
         self._respawn_at: dict[int, float] = {}  # index -> monotonic time to respawn
+        # One shared page, mapped before any fork: the monotonic time of the last real
+        # request to any worker, so a worker that the kernel gave no connection still
+        # does its idle housekeeping (see ``worker.TrafficClock``).
+        self._clock = TrafficClock()
 
     def spawn(self, index: int, ready_fd: int | None = None) -> int:
         sys.stdout.flush()
@@ -106,7 +110,10 @@ class Master:
             for i, sock in enumerate(self._listeners):
                 if i != index:
                     sock.close()
-            run_worker(index, self._listeners[index], self._app, self.config, self.pid, ready_fd)
+            run_worker(
+                index, self._listeners[index], self._app, self.config, self.pid, ready_fd,
+                self._clock,
+            )
         self.workers[pid] = index
         self._born[index] = time.monotonic()
         return pid

@@ -14,9 +14,11 @@ variant that writes the GC header of every table object inherited from the maste
 kernel copies each page for this worker: RSS stays flat, PSS and system used memory grow.
 In the ``frozen`` variant the table sits in the permanent generation and is not examined.
 
-The timer is armed only by traffic: a worker that has served nothing has nothing to tidy
-(and a recording's baseline phase stays quiet). ``/health`` is not traffic, so probes
-neither arm nor postpone housekeeping.
+The timer is armed only by traffic (so a recording's baseline phase stays quiet), but by
+traffic to *any* worker: the kernel may hand all of a few keep-alive connections to some
+workers and none to others, and those must still do their housekeeping. The workers share
+the time of the last request through one page mapped by the master before it forks
+(``TrafficClock``). ``/health`` is not traffic, so probes neither arm nor postpone it.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import contextlib
 import gc
 import json
 import logging
+import mmap
 import os
 import selectors
 import signal
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -51,6 +55,27 @@ def _die_with_parent(master_pid: int) -> None:
     signal_me_when_parent_dies(signal.SIGTERM)
     if os.getppid() != master_pid:
         os._exit(0)
+
+
+class TrafficClock:
+    """The monotonic time of the last real request to any worker, in a shared page.
+
+    Created by the master before it forks; every worker maps the same page. One aligned
+    8-byte store per request: no lock needed for a timestamp that only moves forward
+    (a torn or lost update only delays housekeeping by one request).
+    """
+
+    _FMT = struct.Struct("d")
+
+    def __init__(self) -> None:
+        self._page = mmap.mmap(-1, mmap.PAGESIZE)
+
+    def touch(self, now: float) -> None:
+        self._FMT.pack_into(self._page, 0, now)
+
+    def last(self) -> float | None:
+        value = self._FMT.unpack_from(self._page, 0)[0]
+        return value if value > 0 else None
 
 
 @dataclass
@@ -85,8 +110,16 @@ class WorkerState:
 
 
 class Worker:
-    def __init__(self, index: int, listener: socket.socket, app: App, config: DemoConfig):
+    def __init__(
+        self,
+        index: int,
+        listener: socket.socket,
+        app: App,
+        config: DemoConfig,
+        clock: TrafficClock | None = None,
+    ):
         self.state = WorkerState(index)
+        self._clock = clock
         self._listener = listener
         self._app = app
         self._config = config
@@ -99,6 +132,11 @@ class Worker:
     # -- housekeeping ------------------------------------------------------------------
 
     def _gc_due(self) -> float | None:
+        shared = self._clock.last() if self._clock is not None else None
+        if shared is not None and (self._last_traffic is None or shared > self._last_traffic):
+            self._last_traffic = shared  # another worker served traffic after us
+            if self._last_gc is not None and self._last_gc < shared:
+                self._last_gc = None
         if self._last_traffic is None:
             return None
         if self._last_gc is None:
@@ -196,6 +234,8 @@ class Worker:
             if counts_as_traffic(request.target):
                 self._last_traffic = now
                 self._last_gc = None
+                if self._clock is not None:
+                    self._clock.touch(now)
         return False
 
     def _flush(self, conn: _Conn) -> None:
@@ -256,6 +296,7 @@ def run_worker(
     config: DemoConfig,
     master_pid: int,
     ready_fd: int | None,
+    clock: TrafficClock | None = None,
 ) -> None:
     """Body of a freshly forked worker. Never returns: the process exits with ``os._exit``.
 
@@ -272,7 +313,7 @@ def run_worker(
         set_process_name(f"demo-worker-{index}")
         if config.variant == "frozen":
             gc.enable()  # the master disabled it before building and froze the table
-        worker = Worker(index, listener, app, config)
+        worker = Worker(index, listener, app, config, clock)
         if ready_fd is not None:
             os.write(ready_fd, b"r")
             os.close(ready_fd)
