@@ -25,7 +25,8 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
         (["--pid", "999999999"], "no process with pid 999999999"),
         (["--out", "/proc/loadmem-nope/rec", "--duration", "1"], "cannot write to output"),
         (["--match", "("], "invalid --match regular expression"),
-        (["--interval", "0"], "--interval must be more than 0"),
+        (["--interval", "0"], "--interval must be at least 50ms"),
+        (["--interval", "10ms"], "--interval must be at least 50ms"),
         (["--pss-budget", "0%", "--duration", "1"], "--pss-budget must be more than 0%"),
     ],
 )

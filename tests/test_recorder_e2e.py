@@ -82,7 +82,7 @@ PREFORK_HTTP = r'''
 import os, socket, sys, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 0))
+s.bind(("127.0.0.1", int(sys.argv[2]) if len(sys.argv) > 2 else 0))
 s.listen(16)
 workers = []
 for _ in range(int(sys.argv[1])):
@@ -367,6 +367,28 @@ def test_other_users_process_really_denied():
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to run the recorder under another uid (setpriv)")
+def test_port_of_another_users_server_is_a_clear_error(tmp_path):
+    server = _start(tmp_path, "http", PREFORK_HTTP, "1")
+    out_dir = Path(tempfile.mkdtemp(prefix="loadmem-denied-"))
+    os.chmod(out_dir, 0o777)
+    try:
+        port = server.stdout.readline().split()[0]
+        r = subprocess.run(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+             "--inh-caps", "+dac_read_search,+dac_override",
+             "--ambient-caps", "+dac_read_search,+dac_override",
+             *_record_cmd(out_dir / "rec", "--port", port, "--duration", "0.2s")],
+            capture_output=True, text=True, timeout=60, cwd=out_dir,
+        )
+    finally:
+        _kill_tree(server)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "not in a process this user can see" in r.stderr
+
+
 # --- 5. --port finds a pre-fork server and its workers ----------------------------------
 def test_port_selects_the_server_and_its_workers(tmp_path):
     server = _start(tmp_path, "http", PREFORK_HTTP, "2")
@@ -391,3 +413,43 @@ def test_port_selects_the_server_and_its_workers(tmp_path):
     found = {(r["pid"], r["depth"]) for r in rows}
     assert found == {(master, 0), *((w, 1) for w in workers)}
     assert rec.meta["selection"]["ports"] == [port]
+
+
+def test_port_finds_a_restarted_server(tmp_path):
+    """The server behind --port is killed and started again (new master, new workers): the
+    recorder sees the first one exit and finds the second one on its own."""
+    server = _start(tmp_path, "http", PREFORK_HTTP, "2")
+    port, *first = (int(x) for x in server.stdout.readline().split())
+    out = tmp_path / "rec"
+    rec = subprocess.Popen(
+        _record_cmd(out, "--port", str(port), "--interval", "0.2s", "--status-stdout"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    second_server = None
+    try:
+        def watched(n):  # within 150 ticks (30 s)
+            for _ in range(150):
+                if json.loads(rec.stdout.readline())["processes"] == n:
+                    return
+            raise AssertionError(f"never watched {n} processes")
+
+        watched(3)
+        _kill_tree(server)
+        watched(0)
+        second_server = _start(tmp_path, "http", PREFORK_HTTP, "2", str(port))
+        second = [int(x) for x in second_server.stdout.readline().split()[1:]]
+        watched(3)  # within the port re-check period
+        rec.send_signal(signal.SIGTERM)
+        _, err = rec.communicate(timeout=60)
+        assert rec.returncode == 0, err
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+        if second_server is not None:
+            _kill_tree(second_server)
+    recording = open_recording(out)
+    rows = recording.table("processes").to_pylist()
+    assert {(r["pid"], r["depth"]) for r in rows} == {
+        (first[0], 0), *((w, 1) for w in first[1:]), (second[0], 0), *((w, 1) for w in second[1:])
+    }
+    assert set(first) <= {e["data"]["pid"] for e in recording.events("process_exit")}

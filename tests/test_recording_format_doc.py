@@ -225,6 +225,9 @@ def test_real_meta_json_keys_are_documented(finished, killed):
         assert not missing, f"meta.json keys missing from the doc: {missing}"
     meta = json.loads((finished / "meta.json").read_text())
     assert meta["status"] == "complete" and meta["schema_version"] == S.SCHEMA_VERSION
+    selection_row = next(r for r in meta_rows if "`selection`" in r[0])
+    for key in meta["selection"]:
+        assert f'"{key}"' in selection_row[2], f"selection key {key} not documented"
     assert json.loads((killed / "meta.json").read_text())["status"] == "recording"
 
 

@@ -2,32 +2,31 @@
 
 A pipeline of small steps: open the recording, pick the window (``window.py``), build the
 series (``series.py``), measure how each moved (``trend.py``), run one detector per mechanism
-(``detectors.py``), then state the headline and fill the named key figures the reporters,
-gates and ``loadmem compare`` read (``docs/analysis.md`` lists them; keep them stable).
+(``detectors.py``), state the headline (``headline.py``), then fill the named key figures the
+reporters, gates and ``loadmem compare`` read (``docs/analysis.md`` lists them; keep them
+stable) and the phase / process tables (``summaries.py``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from loadmem.analysis import detectors as det
-from loadmem.analysis import traffic
-from loadmem.analysis.model import Analysis, Finding, Severity, Window, severity_rank
+from loadmem.analysis import headline, summaries, traffic
+from loadmem.analysis.model import Analysis, Window
 from loadmem.analysis.series import (
     ProcessData,
-    SystemSeries,
     index_range,
     read_processes,
     read_system,
     tick_at,
 )
 from loadmem.analysis.trend import Change, change, noise_sigma, theil_sen
-from loadmem.analysis.window import Windows, resolve
+from loadmem.analysis.window import resolve
 from loadmem.errors import LoadmemError
 from loadmem.recording.reader import Recording, open_recording
 from loadmem.units import format_bytes, format_duration
@@ -71,232 +70,11 @@ def _changes(
     return out
 
 
-def _at(arr: np.ndarray | None, i: int | None) -> float | None:
-    if arr is None or i is None or i < 0 or i >= len(arr):
-        return None
-    v = float(arr[i])
-    return v if np.isfinite(v) else None
-
-
 def _ratio(p: ProcessData, i: int | None) -> float | None:
-    pss, rss = _at(p.sums.get("pss"), i), _at(p.sums.get("smaps_rss"), i)
+    pss, rss = summaries.at(p.sums.get("pss"), i), summaries.at(p.sums.get("smaps_rss"), i)
     if pss is None or not rss:
         return None
     return pss / rss
-
-
-def _groups(p: ProcessData) -> dict[int, str]:
-    """identity key -> master | worker | process (depth 0 with descendants = master)."""
-    f = p.first
-    if f.num_rows == 0:
-        return {}
-    keys = f.column("key").to_pylist()
-    pids = f.column("pid").to_pylist()
-    ppids = f.column("ppid").to_pylist()
-    depth = f.column("depth").to_pylist()
-    roles = f.column("role").to_pylist()
-    watched_pids = {pid for pid, r in zip(pids, roles, strict=True) if r != "loadgen"}
-    parents = {pp for pp, r in zip(ppids, roles, strict=True) if r != "loadgen"}
-    out = {}
-    for k, pid, pp, d, r in zip(keys, pids, ppids, depth, roles, strict=True):
-        if r == "loadgen":
-            out[k] = "process"
-        elif (d == 0 or d is None) and pid in parents:
-            out[k] = "master"
-        elif (d is not None and d >= 1) or (d is None and pp in watched_pids):
-            out[k] = "worker"
-        else:
-            out[k] = "process"
-    return out
-
-
-def _proc_changes(p: ProcessData, groups: dict[int, str]) -> list[det.ProcChange]:
-    if p.win_first.num_rows == 0:
-        return []
-    first = {r["key"]: r for r in p.win_first.to_pylist()}
-    out = []
-    for r in p.win_last.to_pylist():
-        a = first.get(r["key"])
-        if a is None:
-            continue
-        out.append(
-            det.ProcChange(
-                pid=r["pid"], name=r["name"] or "?", group=groups.get(r["key"], "process"),
-                role=r["role"] or "target", rss_start=a["rss"], rss_end=r["rss"],
-                pss_start=a["pss"], pss_end=r["pss"], smaps_rss_start=a["smaps_rss"],
-                smaps_rss_end=r["smaps_rss"], t_start=a["t"], t_end=r["t"],
-            )
-        )
-    return out
-
-
-def _recorder_figures(rec: Recording) -> dict[str, float | None]:
-    tb = rec.table("recorder", ["t", "cpu_user", "cpu_system", "rss", "smaps_max_us"])
-    out: dict[str, float | None] = {"cpu_fraction": None, "rss_bytes": None,
-                                    "smaps_max_stall_ms": None}
-    if tb.num_rows == 0:
-        return out
-    t = tb.column("t").to_numpy()
-    cpu = (pc.fill_null(tb.column("cpu_user"), np.nan).to_numpy(zero_copy_only=False)
-           + pc.fill_null(tb.column("cpu_system"), np.nan).to_numpy(zero_copy_only=False))
-    ok = np.isfinite(cpu)
-    if ok.sum() >= 2 and t[ok][-1] > t[ok][0]:
-        out["cpu_fraction"] = float((cpu[ok][-1] - cpu[ok][0]) / (t[ok][-1] - t[ok][0]))
-    rss = pc.max(tb.column("rss")).as_py()
-    out["rss_bytes"] = float(rss) if rss is not None else None
-    stall = pc.max(tb.column("smaps_max_us")).as_py()
-    out["smaps_max_stall_ms"] = float(stall) / 1000.0 if stall is not None else None
-    return out
-
-
-def _drain_finding(ctx: det.Context, unexplained: float | None) -> Finding:
-    """The headline: used and free memory against the watched processes' RSS."""
-    used, rss = ctx.system.get("used"), ctx.group.get("rss")
-    d_used = used.delta if used else None
-    where = {
-        "observe": "after load" if ctx.sharing.get("after_load") is not None
-        else "in the observe phase",
-        "whole": "over the whole recording",
-        "custom": "in the chosen window",
-    }.get(ctx.window.name, f"in the {ctx.window.name} phase")
-    dur = format_duration(ctx.window.duration)
-    if rss is not None and rss.delta is not None and rss.start:
-        rel = rss.delta / rss.start
-        how = ("stayed flat" if abs(rel) < 0.01 else "barely moved" if abs(rel) < 0.05
-               else "grew" if rel > 0 else "fell")
-        n = ctx.watched_count
-        rss_txt = (
-            f"the RSS of the {n} watched process{'es' if n != 1 else ''} {how} "
-            f"({100 * rel:+.1f}%, {format_bytes(rss.delta, signed=True)})"
-        )
-        pss = ctx.group.get("pss")
-        if pss is not None and pss.delta is not None:
-            rss_txt += (f" and {'its' if n == 1 else 'their'} PSS moved "
-                        f"{format_bytes(pss.delta, signed=True)}")
-    else:
-        rss_txt = "no watched process was recorded"
-    sev: Severity = "ok"
-    if d_used is None:
-        statement = "Used memory could not be measured (no MemTotal/MemAvailable samples)."
-    elif used is not None and used.significant(det.DRAIN_MIN, det.NOISE_K):
-        verb = "rose" if d_used > 0 else "fell"
-        rate = f"{format_bytes(used.rate, signed=True)}/s, " if used.rate else ""
-        statement = (
-            f"Used memory {verb} {format_bytes(abs(d_used))} in {dur} {where} "
-            f"({rate}free memory {format_bytes(ctx.d('MemFree'), signed=True)}) "
-            f"while {rss_txt}."
-        )
-        if d_used > 0:
-            sev = "info"
-            big = max(512 * det.MiB, 0.10 * (ctx.mem_total or 0))
-            if unexplained is not None and unexplained >= big:
-                sev = "warning"
-    else:
-        statement = (
-            f"Used memory stayed flat in {dur} {where} "
-            f"({format_bytes(d_used, signed=True)}, within noise) while {rss_txt}."
-        )
-    ev: dict[str, Any] = {
-        "used.delta_bytes": d_used,
-        "used.rate_bytes_per_s": used.rate if used else None,
-        "used.noise_bytes": used.noise if used else None,
-        "unexplained.delta_bytes": unexplained,
-    }
-    ev.update(det.evidence(ctx, "MemAvailable", "MemFree"))
-    ev.update(det.evidence(ctx, "rss", "pss", source="group"))
-    return Finding("memory-drain", sev, statement, None, ctx.window.t_start, ctx.window.t_end,
-                   ev, ["system.MemTotal", "system.MemAvailable", "system.MemFree",
-                        "processes.rss"])
-
-
-def _headline(drain: Finding, findings: list[Finding]) -> str:
-    causes = [
-        f for f in findings
-        if f.id not in ("memory-drain", "recorder-footprint") and f.severity != "ok"
-    ]
-    causes.sort(key=lambda f: (-severity_rank(f.severity), -(abs(f.explained_bytes or 0))))
-    if not causes:
-        return drain.statement + " No memory mechanism stood out above the noise."
-    named = ", ".join(
-        f"{f.id} ({f.severity}"
-        + (f", {format_bytes(f.explained_bytes, signed=True)}" if f.explained_bytes else "")
-        + ")"
-        for f in causes[:3]
-    )
-    rest = drain.evidence.get("unexplained.delta_bytes")
-    tail = ""
-    if drain.severity != "ok" and rest is not None and abs(rest) >= det.DRAIN_MIN:
-        tail = f"; unexplained remainder {format_bytes(rest, signed=True)}"
-    return f"{drain.statement} Findings: {named}{tail}."
-
-
-def _phase_rows(
-    wins: Windows, system: SystemSeries, p: ProcessData, tr: traffic.Traffic
-) -> list[dict[str, Any]]:
-    used = system.get("used")
-    rows = []
-    for w in wins.phases:
-        sl = index_range(system, w.t_start, w.t_end)
-        i0, i1 = sl.start, max(sl.stop - 1, sl.start)
-        s = traffic.summarize(tr, w.t_start, w.t_end)
-        rows.append({
-            "name": w.name,
-            "start_s": w.t_start,
-            "end_s": w.t_end,
-            "duration_s": w.duration,
-            "requests": s["requests"],
-            "failures": s["failures"],
-            "rps": s["rps"],
-            "p95_ms": s["p95_ms"],
-            "used_start_bytes": _at(used, i0),
-            "used_end_bytes": _at(used, i1),
-            "rss_start_bytes": _at(p.sums.get("rss"), i0),
-            "rss_end_bytes": _at(p.sums.get("rss"), i1),
-            "pss_start_bytes": _at(p.sums.get("pss"), i0),
-            "pss_end_bytes": _at(p.sums.get("pss"), i1),
-        })
-    return rows
-
-
-_SNAP_VALUES = ("rss", "pss", "uss", "private_dirty", "shared")
-
-
-def _process_rows(
-    p: ProcessData, groups: dict[int, str], checkpoints: dict[str, int | None]
-) -> list[dict[str, Any]]:
-    snaps: dict[tuple[int, int], dict[str, Any]] = {}
-    for r in p.snapshots.to_pylist():
-        snaps[(r["key"], r["tick"])] = r
-    last_in_window = {r["key"]: r for r in p.win_last.to_pylist()}
-    rows = []
-    for r in p.first.to_pylist():
-        k = r["key"]
-        row: dict[str, Any] = {
-            "pid": r["pid"], "start_time": r["start_time"], "name": r["name"],
-            "group": groups.get(k, "process"), "role": r["role"] or "target",
-            "depth": r["depth"], "ppid": r["ppid"], "first_s": r["t"],
-        }
-        for label, tick in checkpoints.items():
-            s = snaps.get((k, tick)) if tick is not None else None
-            if s is None and label == "end":
-                s = last_in_window.get(k)
-            for v in _SNAP_VALUES:
-                if s is None:
-                    val = None
-                elif v == "uss":
-                    pc_, pd_ = s.get("private_clean"), s.get("private_dirty")
-                    val = None if pc_ is None and pd_ is None else (pc_ or 0) + (pd_ or 0)
-                elif v == "shared":
-                    sc, sd = s.get("shared_clean"), s.get("shared_dirty")
-                    val = None if sc is None and sd is None else (sc or 0) + (sd or 0)
-                else:
-                    val = s.get(v)
-                row[f"{v}_{label}_bytes"] = val
-        rows.append(row)
-    last = {r["key"]: r["t"] for r in p.last.to_pylist()}
-    for row, r in zip(rows, p.first.to_pylist(), strict=True):
-        row["last_s"] = last.get(r["key"])
-    return rows
 
 
 #: Below this much unsharing over the recent half of the window, it has stopped for now.
@@ -349,15 +127,6 @@ def _pss_staleness(rec: Recording, tick: int, t_end: float) -> float | None:
     return None if oldest is None else max(t_end - oldest, 0.0)
 
 
-def _workers_at(p: ProcessData, groups: dict[int, str], tick: int) -> list[dict[str, Any]]:
-    """Worker rows present at ``tick`` with a PSS figure."""
-    return [
-        r for r in p.snapshots.to_pylist()
-        if r["tick"] == tick and groups.get(r["key"]) == "worker" and r["role"] != "loadgen"
-        and r["pss"] is not None
-    ]
-
-
 def analyze(recording: Recording | str | Path, window: str | None = None) -> Analysis:
     """Explain what happened to memory in ``window`` (default: the observe phase, else the
     whole recording). Raises ``LoadmemError`` for a recording with nothing usable."""
@@ -405,8 +174,8 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
     lg_ch = _changes(system.t, lg_series, win, base)
     if base is None:
         notes.append("no baseline phase: the noise floor was estimated from the window itself")
-    mem_total = _at(system.get("MemTotal"), i_end)
-    groups = _groups(procs)
+    mem_total = summaries.at(system.get("MemTotal"), i_end)
+    groups = summaries.groups(procs)
     watched_now = procs.count[i_end] if len(procs.count) else 0
     pss_now = procs.pss_count[i_end] if len(procs.pss_count) else 0
     if watched_now and pss_now < watched_now:
@@ -428,7 +197,8 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
     if procs.rows == 0:
         notes.append("no per-process samples: only system-wide figures were analysed")
     remaining = None
-    pss_end, srss_end = _at(procs.sums.get("pss"), i_end), _at(procs.sums.get("smaps_rss"), i_end)
+    pss_end = summaries.at(procs.sums.get("pss"), i_end)
+    srss_end = summaries.at(procs.sums.get("smaps_rss"), i_end)
     if pss_end is not None and srss_end is not None:
         remaining = max(srss_end - pss_end, 0.0)
     sharing = {
@@ -437,12 +207,12 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
         "end": _ratio(procs, i_end),
     }
     cow_rate, tte = _cow_rate(system.t, procs, win, remaining)
-    rec_fig = _recorder_figures(rec)
+    rec_fig = summaries.recorder_figures(rec)
     ctx = det.Context(
         window=main, system=sys_ch, group=grp_ch, loadgen=lg_ch,
         watched_count=int(watched_now), mem_total=mem_total,
-        available_end=_at(system.get("MemAvailable"), i_end),
-        procs=_proc_changes(procs, groups), sharing=sharing, remaining=remaining,
+        available_end=summaries.at(system.get("MemAvailable"), i_end),
+        procs=summaries.proc_changes(procs, groups), sharing=sharing, remaining=remaining,
         cow_rate=cow_rate, cow_time_to_exhaust=tte,
         recorder=rec_fig, has_baseline=base is not None,
     )
@@ -462,7 +232,19 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
             (d_pss or 0.0) + (other or 0.0) + shmem_unmapped + dd("SUnreclaim")
             + dd("PageTables") + dd("KernelStack")
         )
-    drain = _drain_finding(ctx, unexplained)
+    drain = headline.drain_finding(ctx, unexplained)
+    # the load generator is excluded from the watched figures: say how big it was
+    if len(procs.loadgen_count) and procs.loadgen_count.max() > 0:
+        drain.evidence["loadgen.count_max"] = float(procs.loadgen_count.max())
+        drain.evidence["loadgen.rss_max_bytes"] = float(procs.loadgen["rss"].max())
+        n_lg = int(procs.loadgen_count.max())
+        notes.append(
+            f"the load generator ({n_lg} process{'es' if n_lg != 1 else ''}, up to "
+            f"{format_bytes(procs.loadgen['rss'].max())} RSS) is excluded from the watched "
+            "figures; it is listed among the processes with role loadgen"
+        )
+    lg_pss = ctx.loadgen.get("pss")
+    drain.evidence["loadgen.pss_delta_bytes"] = lg_pss.delta if lg_pss is not None else None
     findings.insert(0, drain)
 
     tr = traffic.read_traffic(rec)
@@ -477,7 +259,7 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
         load_stats = None
 
     unshared = det.cow_unshared(ctx)
-    workers_end = _workers_at(procs, groups, checkpoints["end"])
+    workers_end = summaries.workers_at(procs, groups, checkpoints["end"])
     w_pss = sum(r["pss"] for r in workers_end) if workers_end else None
     rss_ch = ctx.group.get("rss")
     figures: dict[str, float | None] = {
@@ -489,7 +271,7 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
         "watched.rss_delta_bytes": ctx.d("rss", "group"),
         "watched.pss_delta_bytes": d_pss,
         "watched.uss_delta_bytes": ctx.d("uss", "group"),
-        "watched.rss_end_bytes": _at(procs.sums.get("rss"), i_end),
+        "watched.rss_end_bytes": summaries.at(procs.sums.get("rss"), i_end),
         "watched.pss_end_bytes": pss_end,
         "watched.count": float(watched_now),
         "workers.count": float(len(workers_end)),
@@ -527,11 +309,11 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
         recording=str(rec.path),
         label=rec.label,
         window=Window(main.name, main.t_start, main.t_end),
-        headline=_headline(drain, findings),
+        headline=headline.headline(drain, findings),
         findings=findings,
         figures=figures,
-        phases=_phase_rows(wins, system, procs, tr),
-        processes=_process_rows(procs, groups, checkpoints),
+        phases=summaries.phase_rows(wins, system, procs, tr),
+        processes=summaries.process_rows(procs, groups, checkpoints),
         meta=dict(rec.meta),
         notes=notes,
     )

@@ -90,9 +90,9 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
     return out
 
 
-def _wrap(text: str, indent: str, width: int = 100) -> Iterable[str]:
-    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent,
-                         break_on_hyphens=False)
+def _wrap(text: str, indent: str, width: int = 100, first: str | None = None) -> Iterable[str]:
+    return textwrap.wrap(text, width=width, initial_indent=indent if first is None else first,
+                         subsequent_indent=indent, break_on_hyphens=False)
 
 
 def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
@@ -155,7 +155,8 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
         for line in table(prow, hdr):
             w(line + "\n")
     if a.processes:
-        w("\nProcesses (watched and load generator; values at the end of the window)\n")
+        w("\nProcesses (watched and load generator; values at the end of the window, or when "
+          "last seen)\n")
         procs = sorted(a.processes, key=lambda p: -(p.get("pss_end_bytes") or 0))
         shown = procs[:15]
         rows2 = [
@@ -169,10 +170,12 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
                 format_figure("b_bytes", p.get("uss_end_bytes")),
                 format_figure("b_bytes", p.get("shared_end_bytes")),
                 format_figure("x_delta_bytes", _pdiff(p, "pss")),
+                _until(p, a.window.t_end),
             )
             for p in shown
         ]
-        hdr2 = ("pid", "name", "group", "role", "RSS", "PSS", "USS", "shared", "Δ PSS")
+        hdr2 = ("pid", "name", "group", "role", "RSS", "PSS", "USS", "shared", "Δ PSS",
+                "seen until")
         for line in table(rows2, hdr2):
             w(line + "\n")
         if len(procs) > len(shown):
@@ -180,13 +183,22 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
     if a.notes:
         w("\nNotes\n")
         for n in a.notes:
-            for line in _wrap(n, "  - ", width):
+            for line in _wrap(n, "    ", width, first="  - "):
                 w(line + "\n")
 
 
 def _diff(p: dict[str, Any], what: str) -> float | None:
     s, e = p.get(f"{what}_start_bytes"), p.get(f"{what}_end_bytes")
     return None if s is None or e is None else e - s
+
+
+def _until(p: dict[str, Any], t_end: float) -> str:
+    """"end" for a process still there at the end of the window, else when it was last seen
+    (its values are from then)."""
+    last = p.get("last_s")
+    if last is None or last >= t_end - 1.0:
+        return "end"
+    return format_duration(last)
 
 
 def _pdiff(p: dict[str, Any], what: str) -> float | None:

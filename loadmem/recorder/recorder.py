@@ -53,6 +53,8 @@ from loadmem.recording.writer import (
 
 #: The token bucket holds at most this many seconds of budget refill.
 BUDGET_CAP_S = 5.0
+#: Below this, the cheap tier alone (which the budget does not throttle) would dominate.
+MIN_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -164,8 +166,11 @@ class Recorder:
 
     def __init__(self, options: RecordOptions):
         self.o = options
-        if options.interval <= 0:
-            raise LoadmemError("--interval must be more than 0", "e.g. --interval 1s")
+        if options.interval < MIN_INTERVAL_S:
+            raise LoadmemError(
+                f"--interval must be at least {MIN_INTERVAL_S * 1000:.0f}ms",
+                "e.g. --interval 1s; every tick reads every watched process",
+            )
         if options.flush <= 0:
             raise LoadmemError("--flush must be more than 0", "e.g. --flush 5s")
         if not 0 < options.pss_budget <= 1:
@@ -209,10 +214,6 @@ class Recorder:
             _clear_recording(out)
         if o.lean:
             keep_pandas_out()
-            if os.environ.get("XGC"):
-                import gc
-                gc.collect()
-                gc.freeze()
         start_monotonic = time.monotonic()
         start_epoch = time.time()
         argv = redact(list(o.argv)) if redact else list(o.argv)

@@ -75,7 +75,6 @@ class Watched:
     role: str  # "target" | "loadgen"
     depth: int  # 0 = a selected root, 1 = its child, ...
     group: Key  # the root this process descends from (its sharing group)
-    cmdline: str | None = None
 
 
 @dataclass
@@ -113,7 +112,7 @@ class ProcessSelector:
         self._explicit: dict[int, tuple[str, int | None]] = {
             p: ("target", None) for p in selection.pids
         }
-        self._port_roots: set[int] = set()
+        self._port_roots: dict[int, int] = {}  # pid -> start_time of each listening root
         self._port_inodes: frozenset[int] | None = None
         self._port_checked = -1e9
         self._holders: dict[int, set[int]] = {}
@@ -133,6 +132,12 @@ class ProcessSelector:
         if self.selection.ports:
             self._refresh_ports(force=True)
             for port in self.selection.ports:
+                if not self._port_holders(port) and port in self._port_by_inode.values():
+                    raise LoadmemError(
+                        f"a socket listens on TCP port {port}, but not in a process this user "
+                        "can see",
+                        "run loadmem as the server's user or as root, or select it with --pid",
+                    )
                 if not self._port_holders(port):
                     raise LoadmemError(
                         f"no process listens on TCP port {port} on this machine",
@@ -154,14 +159,13 @@ class ProcessSelector:
         """Re-scan /proc; return (processes that started being watched, those that left)."""
         pids = set(self.procfs.pids())
         gone: list[Watched] = []
-        for pid in list(self._seen):
-            if pid not in pids:
-                del self._seen[pid]
-                self._young_unmatched.discard(pid)
-                w = self.watched.pop(pid, None)
-                if w is not None:
-                    gone.append(w)
-        new_pids = [p for p in pids if p not in self._seen]
+        for pid in self._seen.keys() - pids:
+            del self._seen[pid]
+            self._young_unmatched.discard(pid)
+            w = self.watched.pop(pid, None)
+            if w is not None:
+                gone.append(w)
+        new_pids = pids - self._seen.keys()
         for pid in new_pids:
             try:
                 ppid, start, comm, state = parse_stat_identity(self.procfs.read_pid(pid, "stat"))
@@ -230,7 +234,8 @@ class ProcessSelector:
         if parent is not None:
             return Watched(pid, seen.start_time, seen.ppid, seen.comm, parent.role,
                            parent.depth + 1, parent.group)
-        if pid not in self.no_match and (pid in self._port_roots or self._matches(pid, seen)):
+        port_root = self._port_roots.get(pid) == seen.start_time
+        if pid not in self.no_match and (port_root or self._matches(pid, seen)):
             return Watched(pid, seen.start_time, seen.ppid, seen.comm, "target", 0, root)
         return None
 
@@ -284,27 +289,26 @@ class ProcessSelector:
         self._port_inodes = frozen
         self._port_by_inode = {i: p for p, s in by_port.items() for i in s}
         self._holders = self._scan_socket_holders(inodes)
-        roots: set[int] = set()
+        roots: dict[int, int] = {}
         for pid in self._holders:
             if pid in self.exclude or pid in self.no_match:
                 continue
-            ppid = self._ppid(pid)
-            if ppid is None or ppid not in self._holders:
-                roots.add(pid)
+            ident = self._identity(pid)
+            if ident is not None and ident[0] not in self._holders:
+                roots[pid] = ident[1]
         self._port_roots = roots
 
     def _port_holders(self, port: int) -> set[int]:
         return {pid for pid, inodes in self._holders.items()
                 if any(self._port_by_inode.get(i) == port for i in inodes)}
 
-    def _ppid(self, pid: int) -> int | None:
-        s = self._seen.get(pid)
-        if s is not None:
-            return s.ppid
+    def _identity(self, pid: int) -> tuple[int, int] | None:
+        """``(ppid, start_time)`` of a live process, or None when it is gone."""
         try:
-            return parse_stat_identity(self.procfs.read_pid(pid, "stat"))[0]
+            ppid, start, _, _ = parse_stat_identity(self.procfs.read_pid(pid, "stat"))
         except (ProcessError, ValueError, IndexError):
             return None
+        return ppid, start
 
     def _scan_socket_holders(self, inodes: set[int]) -> dict[int, set[int]]:
         """pid -> the listening inodes it holds. Reads every process's fd links: done only
