@@ -236,7 +236,7 @@ def bench_loadmem(
     run = run_tool(
         "loadmem record", cmd, warmup, seconds, duration, work / "loadmem.log", profiler
     )
-    run.extra["cmd"] = " ".join(cmd[1:])
+    run.extra["cmd"] = " ".join(cmd[1:]).replace(str(out), "DIR")
     if run.extra["exit_status"] != 0:
         raise SystemExit(
             f"loadmem record failed ({run.extra['exit_status']}):\n"
@@ -388,7 +388,8 @@ def bench_procpath(
     cmd = [str(exe), "record", "-f", "stat,status,smaps_rollup", "-i", "1", "-r", str(recnum),
            "-d", str(db), "-p", ",".join(map(str, pids)), query]  # fmt: skip
     run = run_tool("procpath record", cmd, warmup, seconds, recnum, work / "procpath.log")
-    run.extra["cmd"] = "procpath " + " ".join(cmd[1:-3]) + " -p PIDLIST '" + query + "'"
+    shown = " ".join(cmd[1:-3]).replace(str(db), "bench.sqlite")
+    run.extra["cmd"] = f"procpath {shown} -p PIDLIST '{query}'"
     with sqlite3.connect(db) as con:
         run.samples = con.execute("select count(*) from record").fetchone()[0]
         run.window_samples = con.execute(  # procpath's ts is the wall clock (epoch seconds)

@@ -12,7 +12,7 @@ import pytest
 
 from loadmem.procfs.reader import ProcFS
 from loadmem.recorder.sampler import Sampler
-from loadmem.recorder.scheduler import TokenBucket
+from loadmem.recorder.scheduler import DIRTY_MIN_FAULTS, TokenBucket
 from loadmem.recorder.selection import ProcessSelector, Selection
 
 FIX = Path(__file__).parent / "fixtures" / "proc"
@@ -74,7 +74,7 @@ def test_pid_reuse_zombie_and_exit(fake):
                for r in r1.processes)
 
     # the child faults: it is dirty and re-read; its parent, in its sharing group, too
-    put(101, 100, 5001, minflt=500)
+    put(101, 100, 5001, minflt=100 + DIRTY_MIN_FAULTS)
     r2 = _tick(sampler, 2)
     assert {r["pid"]: r["pss_fresh"] for r in r2.processes} == {100: True, 101: True}
 

@@ -9,7 +9,13 @@ import sys
 import pytest
 
 from loadmem.recorder.recorder import Recorder, RecordOptions
-from loadmem.recorder.scheduler import Candidate, PssState, TokenBucket, due_order
+from loadmem.recorder.scheduler import (
+    DIRTY_MIN_FAULTS,
+    Candidate,
+    PssState,
+    TokenBucket,
+    due_order,
+)
 from loadmem.recorder.selection import Selection
 from loadmem.recording import open_recording
 
@@ -38,21 +44,23 @@ def _c(name, read_t=None, faults=0, faults_at=0, rss=100, rss_at=100, g=0, g_at=
 
 
 def test_due_order():
+    n = DIRTY_MIN_FAULTS  # faults worth 1 MiB
     cands = [
         _c(1, read_t=9.0),  # fresh and quiet: not due
-        _c(2, read_t=9.0, faults=50, faults_at=10, g=50, g_at=10),  # dirty, busy
-        _c(3, read_t=9.0, faults=12, faults_at=10, g=12, g_at=10),  # dirty, a little
+        _c(2, read_t=9.0, faults=10 + 5 * n, faults_at=10, g=10 + 5 * n, g_at=10),  # busy
+        _c(3, read_t=9.0, faults=10 + n, faults_at=10, g=10 + n, g_at=10),  # a little
         _c(4, read_t=0.0),  # overdue (10 s old)
         _c(5),  # never read
         _c(6, read_t=2.0),  # overdue (8 s old)
-        _c(7, read_t=9.0, g=5, g_at=0),  # a sibling faulted: its PSS moved too
-        _c(8, read_t=9.0, rss=200),  # RSS moved
+        _c(7, read_t=9.0, g=n, g_at=0),  # siblings faulted: its PSS moved too
+        _c(8, read_t=9.0, rss=100 + (1 << 20)),  # RSS moved by 1 MiB
         _c(9, denied=True),  # smaps_rollup not readable: never retried
+        _c(10, read_t=9.0, faults=n - 1, g=n - 1, rss=100 + 4096),  # a stray fault: quiet
     ]
     order = [c.key[0] for c in due_order(cands, now_t=10.0, max_age=5.0)]
     assert order[:3] == [5, 4, 6]
     assert order[3] == 2 and set(order[4:]) == {3, 7, 8}
-    assert 1 not in order and 9 not in order
+    assert 1 not in order and 9 not in order and 10 not in order
     # with a 1 s tick, a figure 4.2 s old would be 5.2 s old at the next tick: overdue now
     lead = [c.key[0] for c in due_order([_c(1, read_t=5.8)], now_t=10.0, max_age=5.0, lead=1.0)]
     assert lead == [1]

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import pyarrow as pa
+
 from loadmem.errors import LoadmemError
 from loadmem.procfs.reader import ProcFS
 from loadmem.procfs.smaps_rollup import parse_smaps_rollup
@@ -227,8 +229,7 @@ class Recorder:
         sampler = Sampler(selector, bucket, self.procfs, max_age=o.pss_max_age,
                           interval=o.interval, redact=redact, read_cgroups=o.read_cgroups)
         writers: dict[str, TableWriter] = {
-            name: TableWriter(out, name, sch, writer_id="rec", flush_s=o.flush,
-                                light_segments=True)
+            name: self._writer(out, name, sch)
             for name, sch in (("processes", schema.PROCESSES), ("cgroup", schema.CGROUP),
                               ("recorder", schema.RECORDER), ("events", schema.EVENTS))
         }
@@ -305,11 +306,9 @@ class Recorder:
             c0 = time.perf_counter()
             res = sampler.tick(tick, t, ts)
             tick_us = int((time.perf_counter() - c0) * 1e6)
-            if "system" not in writers:
-                writers["system"] = TableWriter(
-                    out, "system", schema.system_schema(sampler.meminfo_keys or []),
-                    writer_id="rec", flush_s=o.flush,
-                                light_segments=True)
+            if "system" not in writers:  # its columns are this kernel's meminfo fields
+                writers["system"] = self._writer(
+                    out, "system", schema.system_schema(sampler.meminfo_keys or []))
             writers["system"].append(res.system)
             writers["processes"].extend(res.processes)
             writers["cgroup"].extend(res.cgroup)
@@ -320,13 +319,13 @@ class Recorder:
             own_pss = None  # the recorder's own PSS: on the ticks it is read, null between
             if t - own_pss_t >= o.pss_max_age:
                 own_pss, own_pss_t = self._own_pss(), t
-            times = os.times()
-            rss = self._own_rss(page)
             bucket.charge()
+            times = os.times()
             writers["recorder"].append({
                 "ts": ts, "t": t, "tick": tick, "pid": os.getpid(),
-                "cpu_user": times.user, "cpu_system": times.system, "rss": rss,
-                "pss": own_pss, "tick_us": tick_us, "cheap_us": res.cheap_us,
+                "cpu_user": times.user, "cpu_system": times.system,
+                "rss": self._own_rss(page), "pss": own_pss,
+                "tick_us": tick_us, "cheap_us": res.cheap_us,
                 "smaps_reads": res.smaps_reads, "smaps_us": res.smaps_us,
                 "smaps_max_us": res.smaps_max_us, "processes": len(res.processes),
                 "pss_oldest_s": res.pss_oldest_s, "budget_s": bucket.balance,
@@ -345,6 +344,12 @@ class Recorder:
             slot = max(slot + 1, math.floor((time.monotonic() - start) / o.interval) + 1)
 
     # --- helpers -------------------------------------------------------------------
+    def _writer(self, out: Path, name: str, sch: pa.Schema) -> TableWriter:
+        # light segments: uncompressed, no statistics (cheaper to write, and smaller for a
+        # few rows); the merge at the end compresses
+        return TableWriter(out, name, sch, writer_id="rec", flush_s=self.o.flush,
+                           light_segments=True)
+
     def _own_rss(self, page: int) -> int | None:
         try:
             return int(self.procfs.read_pid(os.getpid(), "statm").split()[1]) * page

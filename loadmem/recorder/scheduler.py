@@ -13,19 +13,27 @@ fraction of one core) with a token bucket:
   negative; then reads wait until the refill brings it back above zero.
 
 A process is *due* when it was never read, when its figure would be older than ``max_age``
-by the next tick, or
-when it is *dirty*: its faults or RSS moved since its last read, or a process of its
-sharing group (the same tree: copy-on-write in one changes its siblings' and parent's PSS)
-faulted. Due processes are read in this order: never read, then overdue (oldest first),
-then dirty (most fault activity first). A due read that does not fit is skipped: the
-previous figure is carried forward and marked stale, never estimated.
+by the next tick, or when it is *dirty*: its faults or RSS moved (by 1 MiB worth or more)
+since its last read, or processes of its sharing group (the same tree: copy-on-write in one
+changes its siblings' and parent's PSS) faulted that much. Due processes are read in this
+order: never read, then overdue (oldest first), then dirty (most fault activity first). A
+due read that does not fit is skipped: the previous figure is carried forward and marked
+stale, never estimated.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+#: A process is dirty when at least this much moved since its last read: faults worth
+#: 1 MiB of pages (each copy-on-write break is one fault) or 1 MiB of RSS. A stray fault
+#: of an idle process is not worth a page walk of its whole address space; smaller changes
+#: are caught by the max-age re-read.
+DIRTY_MIN_BYTES = 1 << 20
+DIRTY_MIN_FAULTS = DIRTY_MIN_BYTES // os.sysconf("SC_PAGE_SIZE")
 
 
 class TokenBucket:
@@ -80,11 +88,13 @@ class Candidate:
 
 
 def due_order(cands: Iterable[Candidate], now_t: float, max_age: float,
-              lead: float = 0.0) -> list[Candidate]:
+              lead: float = 0.0, min_faults: int = DIRTY_MIN_FAULTS,
+              min_rss: int = DIRTY_MIN_BYTES) -> list[Candidate]:
     """The due processes, most urgent first (see module docstring).
 
     ``lead`` (the tick interval): a figure that would pass ``max_age`` before the next tick
-    is overdue now, so that a read the budget pushes back by one tick is still in time."""
+    is overdue now, so that a read the budget pushes back by one tick is still in time.
+    ``min_faults``/``min_rss``: how much must move to make a process dirty."""
     limit = max(max_age - lead, 0.0) if lead < max_age else max_age
     never, overdue, dirty = [], [], []
     for c in cands:
@@ -100,8 +110,9 @@ def due_order(cands: Iterable[Candidate], now_t: float, max_age: float,
             continue
         own = c.faults - s.faults_at_read
         group = c.group_faults - s.group_faults_at_read
-        rss_moved = c.rss is not None and s.rss_at_read is not None and c.rss != s.rss_at_read
-        if own > 0 or group > 0 or rss_moved:
+        rss_moved = (c.rss is not None and s.rss_at_read is not None
+                     and abs(c.rss - s.rss_at_read) >= min_rss)
+        if own >= min_faults or group >= min_faults or rss_moved:
             dirty.append((-(own + group), -age, c))
     overdue.sort(key=lambda x: x[0])
     dirty.sort(key=lambda x: (x[0], x[1]))

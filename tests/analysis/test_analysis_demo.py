@@ -4,7 +4,9 @@ The default variant's workers run a full ``gc.collect()`` when idle after the lo
 writes to the header of every inherited container object: copy-on-write unsharing, reported
 as ``cow-unsharing`` at warning or worse with its MB figure. The frozen variant
 (``gc.freeze()`` before fork) does not unshare. Both runs go at once to keep the test short;
-their figures are per process, so they do not disturb each other.
+their figures are per process, so they do not disturb each other. The observe phase (16 s)
+outlasts the recorder's default --pss-max-age (15 s), so every worker's PSS is re-read during
+it even when the recorder's fault heuristics miss the unsharing on a busy machine.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def _cmd(out: Path, variant: str) -> list[str]:
             "--demo-variant", variant, "--demo-workers", str(WORKERS),
             "--demo-table-mb", str(TABLE_MB), "--demo-idle-gc-after", "1s",
             "--demo-idle-gc-stagger", "1s", "--baseline", "2s", "--load", "4s",
-            "--observe", "10s", "--users", "5", "--interval", "0.5s", "--pss-budget", "25%",
+            "--observe", "16s", "--users", "5", "--interval", "0.5s", "--pss-budget", "25%",
             "--out", str(out), "--label", variant]
 
 
