@@ -95,3 +95,30 @@ def test_sigkill_loses_at_most_the_unflushed_rows(tmp_path):
     rec = open_recording(tmp_path)
     assert rec.table("system").num_rows == 40
     assert json.loads((tmp_path / "meta.json").read_text())["status"] == "recording"
+
+
+def test_merge_streams_many_segments_and_interleaves_writers(tmp_path, monkeypatch):
+    """Segments of two writers merge into one file sorted by t, in bounded row groups."""
+    import datetime as dt
+
+    from loadmem.recording import writer as writer_mod
+
+    monkeypatch.setattr(writer_mod, "MERGE_ROW_GROUP", 25)
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    write_meta(tmp_path, {"schema_version": 1, "status": "recording"})
+    rec_w = TableWriter(tmp_path, "events", EVENTS, writer_id="rec")
+    run_w = TableWriter(tmp_path, "events", EVENTS, writer_id="run")
+    for seg in range(10):
+        for i in range(10):
+            t = seg * 10 + i
+            w = rec_w if i % 2 else run_w
+            w.append({"ts": base + dt.timedelta(seconds=t), "t": float(t), "kind": "note",
+                      "message": f"{w.writer_id}-{t}"})
+        rec_w.flush()
+        run_w.flush()
+    finalize(tmp_path)
+    f = pq.ParquetFile(tmp_path / "events.parquet")
+    assert f.metadata.num_rows == 100
+    assert f.metadata.num_row_groups >= 4  # streamed in groups, not one big table
+    rec = open_recording(tmp_path)
+    assert rec.table("events").column("t").to_pylist() == [float(i) for i in range(100)]

@@ -163,6 +163,63 @@ def prepare_output(root: str | os.PathLike[str], force: bool = False) -> Path:
     return root
 
 
+#: Rows gathered into one row group of a merged file: large enough for fast scans and
+#: good compression, small enough that merging a day-long recording stays in tens of MiB.
+MERGE_ROW_GROUP = 131_072
+
+
+def _segment_start(path: Path) -> float:
+    """The smallest ``t`` of a segment, from the Parquet statistics (no data read)."""
+    try:
+        md = pq.ParquetFile(path).metadata
+        idx = md.schema.to_arrow_schema().get_field_index("t")
+        if idx >= 0 and md.num_row_groups:
+            stats = md.row_group(0).column(idx).statistics
+            if stats is not None and stats.has_min_max:
+                return float(stats.min)
+    except (OSError, pa.ArrowException):
+        pass
+    return float("inf")
+
+
+def _merge_table(name: str, sources: list[Path], target: Path) -> None:
+    """Stream ``sources`` (in time order) into ``target`` with large row groups.
+
+    Memory stays bounded by ``MERGE_ROW_GROUP`` rows, whatever the recording's length.
+    Segments of one writer are in time order; segments of different writers (the events
+    of the recorder and of the run orchestrator) are ordered by their first ``t``, and
+    within a row group the rows are sorted by ``t``.
+    """
+    schema = pa.unify_schemas([pq.read_schema(s) for s in sources], promote_options="permissive")
+    schema = schema.remove_metadata().with_metadata(_file_metadata(name))
+    tmp = target.with_name("." + target.name + ".tmp")
+    pending: list[pa.Table] = []
+    pending_rows = 0
+
+    def write_pending(writer: pq.ParquetWriter) -> None:
+        nonlocal pending, pending_rows
+        if not pending:
+            return
+        table = pa.concat_tables(pending, promote_options="permissive")
+        if "t" in table.column_names:
+            table = table.sort_by("t")
+        writer.write_table(table.cast(schema), row_group_size=MERGE_ROW_GROUP)
+        pending, pending_rows = [], 0
+
+    with pq.ParquetWriter(tmp, schema, compression=COMPRESSION, use_dictionary=True) as writer:
+        for src in sources:
+            part = pq.read_table(src)
+            missing = [f for f in schema if f.name not in part.column_names]
+            for f in missing:
+                part = part.append_column(f, pa.nulls(part.num_rows, f.type))
+            pending.append(part.select(schema.names))
+            pending_rows += part.num_rows
+            if pending_rows >= MERGE_ROW_GROUP:
+                write_pending(writer)
+        write_pending(writer)
+    os.replace(tmp, target)
+
+
 def finalize(root: str | os.PathLike[str]) -> list[str]:
     """Merge every table's segments into ``<table>.parquet``; return the tables merged.
 
@@ -172,17 +229,11 @@ def finalize(root: str | os.PathLike[str]) -> list[str]:
     root = Path(root)
     merged: list[str] = []
     for seg_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        segments = sorted(seg_dir.glob("*.parquet"))
+        segments = sorted(seg_dir.glob("*.parquet"), key=lambda s: (_segment_start(s), s.name))
         target = root / f"{seg_dir.name}.parquet"
         if segments:
-            tables = [pq.read_table(s) for s in segments]
-            if target.exists():
-                tables.insert(0, pq.read_table(target))
-            table = pa.concat_tables(tables, promote_options="permissive")
-            if "t" in table.column_names:
-                table = table.sort_by("t")
-            table = table.combine_chunks()
-            _write_parquet(table, target, seg_dir.name)
+            sources = ([target] if target.exists() else []) + segments
+            _merge_table(seg_dir.name, sources, target)
             merged.append(seg_dir.name)
         shutil.rmtree(seg_dir, ignore_errors=True)
     return merged
