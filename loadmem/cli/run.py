@@ -101,6 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="recorder sampling interval (default: the recorder's, 1s)")
     r.add_argument("--pss-budget", type=percent_arg, default=None, metavar="PCT",
                    help="recorder CPU budget for smaps_rollup reads (default: the recorder's, 2%%)")
+    r.add_argument("--pss-max-age", type=duration_arg, default=None, metavar="D",
+                   help="re-read each process's PSS at least this often, budget permitting "
+                        "(default: the recorder's, 15s; processes that fault are re-read sooner)")
     d = parser.add_argument_group("demo server (--target demo)")
     d.add_argument("--demo-variant", choices=("default", "frozen"), default="default",
                    help="default: idle GC unshares the preloaded table (memory drains with flat "
@@ -182,6 +185,7 @@ def build_options(args: argparse.Namespace) -> RunOptions:
                          idle_gc_stagger=args.demo_idle_gc_stagger),
         interval=args.interval,
         pss_budget=args.pss_budget,
+        pss_max_age=args.pss_max_age,
         argv=["loadmem", *sys.argv[1:]],
     )
 

@@ -92,6 +92,7 @@ class RunOptions:
     demo: DemoOptions = field(default_factory=DemoOptions)
     interval: float | None = None  # recorder defaults when None
     pss_budget: float | None = None
+    pss_max_age: float | None = None
     interrupt_observe: float = 60.0
     argv: list[str] = field(default_factory=list)
     status_stream: IO[str] | None = None  # live status line; None: stderr if it is a TTY
@@ -370,7 +371,7 @@ class Orchestrator:
                 recorder = RecorderProcess(
                     o.out, ports=[target.port] if target.is_local else [],
                     pids=o.watch_pids, matches=o.watch_matches, interval=o.interval,
-                    pss_budget=o.pss_budget, label=o.label)
+                    pss_budget=o.pss_budget, pss_max_age=o.pss_max_age, label=o.label)
             meta = recorder.start()
             self.start_mono = float(meta["start_monotonic"])
             self.events = TableWriter(o.out, "events", EVENTS, writer_id="run")

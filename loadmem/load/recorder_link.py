@@ -81,6 +81,7 @@ class RecorderProcess:
         matches: Sequence[str] = (),
         interval: float | None = None,
         pss_budget: float | None = None,
+        pss_max_age: float | None = None,
         label: str | None = None,
     ):
         self.out = out
@@ -98,6 +99,8 @@ class RecorderProcess:
             cmd += ["--interval", f"{interval}s"]
         if pss_budget is not None:
             cmd += ["--pss-budget", f"{pss_budget * 100:g}%"]
+        if pss_max_age is not None:
+            cmd += ["--pss-max-age", f"{pss_max_age}s"]
         if label:
             cmd += ["--label", label]
         self.cmd = cmd

@@ -166,6 +166,8 @@ def prepare_output(root: str | os.PathLike[str], force: bool = False) -> Path:
 #: Rows gathered into one row group of a merged file: large enough for fast scans and
 #: good compression, small enough that merging a day-long recording stays in tens of MiB.
 MERGE_ROW_GROUP = 131_072
+#: Columns whose min/max statistics the merged files keep (for filter push-down).
+STATISTICS_COLUMNS = ("ts", "t", "tick", "pid", "start_time", "kind", "name")
 
 
 def _segment_start(path: Path) -> float:
@@ -206,7 +208,12 @@ def _merge_table(name: str, sources: list[Path], target: Path) -> None:
         writer.write_table(table.cast(schema), row_group_size=MERGE_ROW_GROUP)
         pending, pending_rows = [], 0
 
-    with pq.ParquetWriter(tmp, schema, compression=COMPRESSION, use_dictionary=True) as writer:
+    # Min/max statistics only where readers filter (time, process identity): on the ~100
+    # other columns they cost more bytes than the data of a short recording.
+    stats = [c for c in STATISTICS_COLUMNS if c in schema.names]
+    with pq.ParquetWriter(
+        tmp, schema, compression=COMPRESSION, use_dictionary=True, write_statistics=stats
+    ) as writer:
         for src in sources:
             part = pq.read_table(src)
             missing = [f for f in schema if f.name not in part.column_names]
