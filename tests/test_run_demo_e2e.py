@@ -29,7 +29,8 @@ def _args(scenario: Path, out: Path, variant: str) -> list[str]:
             "--demo-workers", "2", "--demo-table-mb", "24",
             "--demo-idle-gc-after", "1s", "--demo-idle-gc-stagger", "1s",
             "--baseline", "2s", "--load", "4s", "--observe", "8s", "--users", "5",
-            "--interval", "0.5s", "--pss-budget", "25%", "--pss-max-age", "2s", "--out", str(out), "--label", variant]
+            "--interval", "0.5s", "--pss-budget", "25%", "--pss-max-age", "2s",
+            "--out", str(out), "--label", variant]
 
 
 @pytest.fixture(scope="module")
