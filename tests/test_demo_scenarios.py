@@ -1,4 +1,4 @@
-"""The bundled scenarios: package copies in sync, and each one runs under real Locust.
+"""The bundled scenarios: one copy (scenarios/ links to the package), and each one runs under real Locust.
 
 Locust is only ever imported in child processes: importing it here would monkey-patch
 this pytest process with gevent for every other test.
@@ -23,11 +23,12 @@ ORIGINALS = REPO / "scenarios"
 LOCUST = Path(sys.executable).with_name("locust")
 
 
-def test_package_copies_are_identical_to_the_originals() -> None:
-    originals = {p.name: p.read_bytes() for p in ORIGINALS.glob("*.py")}
-    copies = {p.name: p.read_bytes() for p in bundled_scenarios().values()}
+def test_repository_scenarios_are_the_packaged_ones() -> None:
+    """``scenarios/*.py`` are links to the package's files: one source, nothing to drift."""
+    originals = {p.name: p.resolve() for p in ORIGINALS.glob("*.py")}
+    packaged = {p.name: p.resolve() for p in bundled_scenarios().values()}
     assert {"demo.py", "browse.py", "step_load.py"} <= set(originals)
-    assert copies == originals, "refresh with: cp scenarios/*.py loadmem/scenarios/"
+    assert originals == packaged
 
 
 def test_bundled_scenario_lookup() -> None:

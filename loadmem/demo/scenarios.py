@@ -1,10 +1,9 @@
 """Find the scenarios shipped inside the package, for an installed loadmem outside a clone.
 
-The originals live in the repository's ``scenarios/`` directory, the one users read and
-edit; ``loadmem/scenarios/`` holds byte-identical copies so that ``pip install loadmem``
-ships them (package data, not a package: importing a locustfile would import Locust and
-its gevent monkey-patching into loadmem's own process). ``tests/test_demo_scenarios.py``
-fails if the copies drift; refresh them with ``cp scenarios/*.py loadmem/scenarios/``.
+The files live in ``loadmem/scenarios/`` so that ``pip install loadmem`` ships them
+(package data, not a package: importing a locustfile would import Locust and its gevent
+monkey-patching into loadmem's own process); the repository's ``scenarios/`` directory,
+the one users read and copy from, holds symbolic links to them: one source, no drift.
 """
 
 from __future__ import annotations
