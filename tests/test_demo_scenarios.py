@@ -1,4 +1,4 @@
-"""The bundled scenarios: one copy (scenarios/ links to the package), and each one runs under real Locust.
+"""The bundled scenarios: one copy (scenarios/ links to it), each runs under real Locust.
 
 Locust is only ever imported in child processes: importing it here would monkey-patch
 this pytest process with gevent for every other test.
