@@ -122,3 +122,44 @@ def test_merge_streams_many_segments_and_interleaves_writers(tmp_path, monkeypat
     assert f.metadata.num_row_groups >= 4  # streamed in groups, not one big table
     rec = open_recording(tmp_path)
     assert rec.table("events").column("t").to_pylist() == [float(i) for i in range(100)]
+
+
+def test_periodic_compaction_keeps_every_row_once(tmp_path):
+    """Every ``compact_every`` segments become one file; a kill mid-compaction doubles nothing."""
+    import shutil
+
+    write_meta(tmp_path, {"schema_version": 1, "status": "recording"})
+    w = TableWriter(tmp_path, "system", system_schema(["MemTotal", "MemAvailable"]),
+                    light_segments=True, compact_every=4)
+    for seg in range(10):
+        w.extend(_rows(3, t0=seg * 3))
+        w.flush()
+    names = sorted(p.name for p in (tmp_path / "system").glob("*.parquet"))
+    assert names == ["rec-000001-000004.parquet", "rec-000005-000008.parquet",
+                     "rec-000009.parquet", "rec-000010.parquet"]
+    assert open_recording(tmp_path).table("system").column("t").to_pylist() == list(range(30))
+
+    # A writer killed after renaming the compacted file but before deleting its segments:
+    # the segments are still there, and must not be read twice.
+    seg_dir = tmp_path / "system"
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    for p in seg_dir.glob("rec-00000[9]*.parquet"):
+        shutil.copy(p, keep / p.name)
+    for p in sorted(seg_dir.glob("rec-0000??.parquet")):
+        shutil.copy(p, keep / p.name)
+    w.extend(_rows(3, t0=30))
+    w.flush()  # segment 11
+    w.extend(_rows(3, t0=33))
+    w.flush()  # segment 12: compacts 9..12
+    for p in keep.glob("*.parquet"):
+        shutil.copy(p, seg_dir / p.name)  # the segments it replaced "survive" the kill
+    rec = open_recording(tmp_path)
+    assert rec.table("system").column("t").to_pylist() == list(range(36))
+    # a restarted writer continues the numbering after the compacted range
+    w2 = TableWriter(tmp_path, "system", system_schema(["MemTotal", "MemAvailable"]))
+    w2.extend(_rows(1, t0=36))
+    w2.flush()
+    assert (seg_dir / "rec-000013.parquet").exists()
+    finalize(tmp_path)
+    assert pq.read_table(tmp_path / "system.parquet").column("t").to_pylist() == list(range(37))

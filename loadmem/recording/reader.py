@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from loadmem.errors import LoadmemError
 from loadmem.recording.schema import FIXED_TABLES, SCHEMA_VERSION, TABLES
-from loadmem.recording.writer import META_FILE
+from loadmem.recording.writer import META_FILE, segment_files
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Recording:
         seg_dir = self.path / name
         files = [merged] if merged.exists() else []
         if seg_dir.is_dir():
-            files += sorted(seg_dir.glob("*.parquet"))
+            files += segment_files(seg_dir)
         return files
 
     def has(self, name: str) -> bool:

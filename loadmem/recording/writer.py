@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,14 @@ from loadmem.recording.schema import SCHEMA_VERSION
 
 COMPRESSION = "zstd"
 META_FILE = "meta.json"
+
+#: Rows gathered into one row group of a merged file: large enough for fast scans and
+#: good compression, small enough that merging a day-long recording stays in tens of MiB.
+MERGE_ROW_GROUP = 131_072
+#: Segments merged by a writer's periodic compaction (at the default 5 s flush: 10 minutes).
+COMPACT_EVERY = 120
+#: Columns whose min/max statistics the merged files keep (for filter push-down).
+STATISTICS_COLUMNS = ("ts", "t", "tick", "pid", "start_time", "kind", "name")
 
 
 def _file_metadata(table: str) -> dict[bytes, bytes]:
@@ -54,6 +63,41 @@ def _write_parquet(table: pa.Table, path: Path, name: str, light: bool = False) 
     os.replace(tmp, path)
 
 
+_SEGMENT_NAME = re.compile(r"^(?P<writer>.+?)-(?P<first>\d{6,})(?:-(?P<last>\d{6,}))?$")
+
+
+def _parse_segment(path: Path) -> tuple[str, int, int] | None:
+    """``rec-000007`` -> ("rec", 7, 7); a compacted ``rec-000001-000120`` -> ("rec", 1, 120)."""
+    m = _SEGMENT_NAME.match(path.stem)
+    if not m:
+        return None
+    first = int(m.group("first"))
+    return m.group("writer"), first, int(m.group("last") or first)
+
+
+def segment_files(seg_dir: Path) -> list[Path]:
+    """The segment files of one table that hold live rows, in name order.
+
+    A compacted file ``W-AAAAAA-BBBBBB`` holds the rows of writer W's segments A..B. If the
+    writer was killed after renaming the compacted file into place but before deleting the
+    segments it replaces, those segments are still on disk: they are left out here (and
+    deleted by the next compaction or by ``finalize``), so no row is ever read twice.
+    """
+    files = sorted(seg_dir.glob("*.parquet"))
+    parsed = {f: _parse_segment(f) for f in files}
+    chunks: dict[str, list[tuple[int, int]]] = {}
+    for info in parsed.values():
+        if info and info[2] > info[1]:
+            chunks.setdefault(info[0], []).append((info[1], info[2]))
+    live = []
+    for f, info in parsed.items():
+        single = info is not None and info[1] == info[2]
+        if single and any(a <= info[1] <= b for a, b in chunks.get(info[0], ())):
+            continue  # already in a compacted file
+        live.append(f)
+    return live
+
+
 class TableWriter:
     """Buffers rows of one table and writes them as segments.
 
@@ -70,10 +114,15 @@ class TableWriter:
         writer_id: str = "rec",
         flush_s: float = 5.0,
         light_segments: bool = False,
+        compact_every: int = COMPACT_EVERY,
     ):
         """``light_segments``: write segments uncompressed and without statistics (about a
         third of the CPU of zstd for a few rows of many columns, and smaller); ``finalize``
-        writes the merged file with zstd either way."""
+        writes the merged file with zstd either way. ``compact_every``: after this many
+        segments, merge them into one compacted file (0: never), so that a recording of
+        hours is tens of files per table rather than thousands."""
+        self.compact_every = compact_every
+        self._uncompacted: list[Path] = []
         self.light_segments = light_segments
         self.root = Path(root)
         self.name = name
@@ -87,9 +136,10 @@ class TableWriter:
         self.bytes_written = 0
         self._dir = self.root / name
         self._dir.mkdir(parents=True, exist_ok=True)
-        existing = sorted(self._dir.glob(f"{writer_id}-*.parquet"))
-        if existing:  # continue numbering after a restart of the same writer
-            self._seq = int(existing[-1].stem.rsplit("-", 1)[1])
+        for f in self._dir.glob("*.parquet"):  # continue numbering after a restart
+            info = _parse_segment(f)
+            if info and info[0] == writer_id:
+                self._seq = max(self._seq, info[2])
 
     def append(self, row: Mapping[str, Any]) -> None:
         self._rows.append(row)
@@ -119,6 +169,29 @@ class TableWriter:
         self.rows_written += len(self._rows)
         self.bytes_written += path.stat().st_size
         self._rows = []
+        self._uncompacted.append(path)
+        if self.compact_every and len(self._uncompacted) >= self.compact_every:
+            self.compact()
+
+    def compact(self) -> Path | None:
+        """Merge this writer's segments since the last compaction into one zstd file.
+
+        Crash-safe: the compacted file (named after the range of segments it replaces) is
+        renamed into place first, then the segments are deleted; ``segment_files`` skips
+        segments a compacted file covers, so a kill in between loses and doubles nothing.
+        """
+        segs = [p for p in self._uncompacted if p.exists()]
+        self._uncompacted = []
+        if len(segs) < 2:
+            return None
+        infos = [_parse_segment(p) for p in segs]
+        first = min(i[1] for i in infos if i)
+        last = max(i[2] for i in infos if i)
+        target = self._dir / f"{self.writer_id}-{first:06d}-{last:06d}.parquet"
+        _merge_table(self.name, segs, target)
+        for p in segs:
+            p.unlink(missing_ok=True)
+        return target
 
     def close(self) -> None:
         self.flush()
@@ -163,11 +236,6 @@ def prepare_output(root: str | os.PathLike[str], force: bool = False) -> Path:
     return root
 
 
-#: Rows gathered into one row group of a merged file: large enough for fast scans and
-#: good compression, small enough that merging a day-long recording stays in tens of MiB.
-MERGE_ROW_GROUP = 131_072
-#: Columns whose min/max statistics the merged files keep (for filter push-down).
-STATISTICS_COLUMNS = ("ts", "t", "tick", "pid", "start_time", "kind", "name")
 
 
 def _segment_start(path: Path) -> float:
@@ -236,7 +304,7 @@ def finalize(root: str | os.PathLike[str]) -> list[str]:
     root = Path(root)
     merged: list[str] = []
     for seg_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        segments = sorted(seg_dir.glob("*.parquet"), key=lambda s: (_segment_start(s), s.name))
+        segments = sorted(segment_files(seg_dir), key=lambda s: (_segment_start(s), s.name))
         target = root / f"{seg_dir.name}.parquet"
         if segments:
             sources = ([target] if target.exists() else []) + segments
