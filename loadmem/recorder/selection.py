@@ -266,6 +266,13 @@ class ProcessSelector:
                    for r in self.selection.regexes)
 
     def _refresh_ports(self, force: bool = False) -> None:
+        """Re-find the processes listening on the selected ports (every ``PORT_RECHECK_S``).
+
+        Not ``psutil.net_connections()``: it walks every process's fd table on each call.
+        Reading ``/proc/net/tcp{,6}`` first (one small file) and scanning fd links only when
+        the set of listening sockets changed keeps the periodic re-check nearly free, and
+        goes through ``ProcFS`` so tests can feed it fixture files.
+        """
         now = time.monotonic()
         if not force and now - self._port_checked < PORT_RECHECK_S:
             return
