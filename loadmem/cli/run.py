@@ -153,7 +153,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def build_options(args: argparse.Namespace) -> RunOptions:
-    from loadmem.load.orchestrator import DemoOptions, RunOptions
+    from loadmem.demo.config import DemoConfig
+    from loadmem.load.orchestrator import RunOptions
 
     if args.processes and args.master:
         raise LoadmemError("--processes and --master cannot be combined",
@@ -162,6 +163,9 @@ def build_options(args: argparse.Namespace) -> RunOptions:
         raise LoadmemError("--users must be 1 or more and --spawn-rate above 0")
     demo = args.target.strip().lower() == "demo"
     defaults = DEMO_DEFAULTS if demo else DEFAULTS
+    demo_timers = {k: v for k, v in (("idle_gc_after", args.demo_idle_gc_after),
+                                     ("idle_gc_stagger", args.demo_idle_gc_stagger))
+                   if v is not None}  # unset: the demo server's own defaults
     return RunOptions(
         scenario=args.scenario,
         target=args.target,
@@ -180,9 +184,8 @@ def build_options(args: argparse.Namespace) -> RunOptions:
         master=args.master,
         expect_workers=args.expect_workers,
         master_port=args.master_port,
-        demo=DemoOptions(variant=args.demo_variant, workers=args.demo_workers,
-                         table_mb=args.demo_table_mb, idle_gc_after=args.demo_idle_gc_after,
-                         idle_gc_stagger=args.demo_idle_gc_stagger),
+        demo=DemoConfig(variant=args.demo_variant, workers=args.demo_workers,
+                        table_mb=args.demo_table_mb, **demo_timers) if demo else DemoConfig(),
         interval=args.interval,
         pss_budget=args.pss_budget,
         pss_max_age=args.pss_max_age,

@@ -174,6 +174,15 @@ def start_demo(
         idle_gc_stagger=idle_gc_stagger,
         idle_gc_repeat=idle_gc_repeat,
     )
+    return launch(config, timeout=timeout, log_path=log_path)
+
+
+def launch(
+    config: DemoConfig,
+    timeout: float = 60.0,
+    log_path: str | os.PathLike[str] | None = None,
+) -> DemoServer:
+    """``start_demo`` for settings already validated as a ``DemoConfig``."""
     owns_log = log_path is None
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="loadmem-demo-", suffix=".log")

@@ -39,12 +39,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from loadmem.demo.config import DemoConfig
 from loadmem.errors import LoadmemError
 from loadmem.load.preflight import ScenarioInfo, check_scenario, check_target, resolve_scenario
 from loadmem.load.recorder_link import NoRecorder, RecorderProcess
@@ -56,15 +57,6 @@ from loadmem.recording.writer import TableWriter, finalize, prepare_output, upda
 PHASES = ("baseline", "load", "observe")
 READY_TIMEOUT_S = 90.0  # Locust import + scenario load, on a busy 2-core CI machine
 LOAD_GRACE_S = 20.0  # how long past --load the child may take before it is stopped
-
-
-@dataclass
-class DemoOptions:
-    variant: str = "default"
-    workers: int = 4
-    table_mb: float = 100.0
-    idle_gc_after: float | None = None  # None: the demo server's own default
-    idle_gc_stagger: float | None = None
 
 
 @dataclass
@@ -89,7 +81,7 @@ class RunOptions:
     expect_workers: int = 1
     master_port: int = 5557
     master_bind_host: str = "*"
-    demo: DemoOptions = field(default_factory=DemoOptions)
+    demo: DemoConfig = field(default_factory=DemoConfig)
     interval: float | None = None  # recorder defaults when None
     pss_budget: float | None = None
     pss_max_age: float | None = None
@@ -408,18 +400,12 @@ class Orchestrator:
                          target=target, recorded=not o.no_record, warnings=self.warnings)
 
     def _start_demo(self) -> Any:
-        from loadmem.demo.launch import start_demo
+        from loadmem.demo.launch import launch
 
         d = self.opts.demo
-        kwargs: dict[str, Any] = {"workers": d.workers, "table_mb": d.table_mb,
-                                  "variant": d.variant}
-        if d.idle_gc_after is not None:
-            kwargs["idle_gc_after"] = d.idle_gc_after
-        if d.idle_gc_stagger is not None:
-            kwargs["idle_gc_stagger"] = d.idle_gc_stagger
         self.echo(f"starting the demo server ({d.variant}, {d.workers} workers, "
                   f"{d.table_mb:g} MiB table)...")
-        return start_demo(**kwargs)
+        return launch(d)
 
     def _phases(self, scenario: ScenarioInfo, target: Target, recorder: Any) -> None:
         o = self.opts
@@ -512,7 +498,7 @@ class Orchestrator:
             scenario_shape=scenario.shape,
             target="demo" if target.is_demo else target.url,
             target_url=target.url,
-            demo=vars(o.demo) if target.is_demo else None,
+            demo=asdict(o.demo) if target.is_demo else None,
             phases=[p.to_dict() for p in self.phases],
             users=o.users,
             spawn_rate=o.spawn_rate,
