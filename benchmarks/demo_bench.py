@@ -24,21 +24,18 @@ import urllib.request
 from pathlib import Path
 
 from loadmem.demo.launch import DemoServer, start_demo
+from loadmem.procfs.reader import ProcFS
+from loadmem.procfs.smaps_rollup import parse_smaps_rollup
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUST = Path(sys.executable).with_name("locust")
-MIB = 1024.0  # smaps_rollup is in kB
+MIB = float(1 << 20)
 
 
 def rollup(pid: int) -> dict[str, float]:
-    """smaps_rollup fields in MiB."""
-    out: dict[str, float] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) == 3 and parts[2] == "kB":
-                out[parts[0].rstrip(":")] = int(parts[1]) / MIB
-    return out
+    """smaps_rollup fields in MiB, through the recorder's own reader and parser."""
+    fields = parse_smaps_rollup(ProcFS().read_pid(pid, "smaps_rollup"))
+    return {k: v / MIB for k, v in fields.items()}
 
 
 def housekept(log: Path) -> set[str]:

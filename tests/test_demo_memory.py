@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from loadmem.demo.launch import start_demo
+from loadmem.procfs.reader import ProcFS
+from loadmem.procfs.smaps_rollup import parse_smaps_rollup
 
 TABLE_MB = 24
 WORKERS = 2
@@ -22,14 +24,9 @@ FIELDS = ("Rss", "Pss", "Private_Dirty", "Shared_Dirty")
 
 
 def _rollup(pid: int) -> dict[str, float]:
-    """smaps_rollup fields in MiB."""
-    out: dict[str, float] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) == 3 and parts[2] == "kB":
-                out[parts[0].rstrip(":")] = int(parts[1]) / 1024
-    return out
+    """smaps_rollup fields in MiB (the recorder's parser, itself tested on fixtures)."""
+    fields = parse_smaps_rollup(ProcFS().read_pid(pid, "smaps_rollup"))
+    return {k: v / (1 << 20) for k, v in fields.items()}
 
 
 def _sums(pids: list[int]) -> dict[str, float]:
