@@ -126,7 +126,10 @@ class StatsStreamer:
         self.prev_total = _Snapshot()
         self.last_mono = time.monotonic()
 
-    def snapshot(self, skip_empty: bool = False) -> None:
+    def snapshot(self, skip_empty: bool = False, users: int | None = None) -> None:
+        """Emit the interval since the last snapshot. ``users``: the user count to report
+        instead of the runner's current one (the tail after ``quit()``, whose requests were
+        sent by the users running until then, not by the 0 left after it)."""
         stats = self.env.stats
         assert stats is not None and self.env.runner is not None
         mono, ts = time.monotonic(), time.time()
@@ -146,7 +149,7 @@ class StatsStreamer:
                 "mono": mono,
                 "ts": ts,
                 "interval_s": mono - self.last_mono,
-                "users": self.env.runner.user_count,
+                "users": self.env.runner.user_count if users is None else users,
                 "rows": rows,
             }
         )
@@ -269,10 +272,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         runner.start(args.users, spawn_rate=args.spawn_rate)
     done.wait(timeout=args.run_time if args.run_time > 0 else None)
-    runner.quit()
+    # Stop the per-second loop before the users: a tick racing with quit() would report the
+    # interval's requests with the 0 users left after it.
+    users_at_stop = runner.user_count
     stats_stop.set()
     stats_greenlet.join(timeout=2)
-    streamer.snapshot(skip_empty=True)  # the tail: requests completed since the last tick
+    runner.quit()
+    # the tail: requests completed since the last tick, by the users running until the stop
+    streamer.snapshot(skip_empty=True, users=users_at_stop)
     streamer.totals()
     for w in workers:
         try:
