@@ -109,20 +109,19 @@ def test_stat_zombie_and_kernel_thread():
 # --- status ----------------------------------------------------------------------------
 def test_status_fields():
     s = parse_status(text("pid_status"))
-    assert s.name == "bash" and s.uid == 0 and s.threads == 1
     assert s.rss == kb_line("pid_status", "VmRSS") * 1024
     assert s.rss == s.rss_anon + s.rss_file + s.rss_shmem
     assert s.swap == 0 and s.vm_size == kb_line("pid_status", "VmSize") * 1024
-    assert s.ppid == parse_stat(text("pid_stat")).ppid
+    assert s.rss_anon == kb_line("pid_status", "RssAnon") * 1024
 
 
 def test_status_older_kernel_and_zombie_have_none():
     old = parse_status(text("status_kernel_4_4"))
     assert old.rss is not None and old.rss_anon is None and old.swap is None
     z = parse_status(text("zombie_status"))
-    assert z.state == "Z" and z.rss is None and z.vm_size is None
+    assert z.rss is None and z.vm_size is None and z.swap is None
     k = parse_status(text("kthread_status"))
-    assert k.rss is None and k.name == "kthreadd"
+    assert k.rss is None and k.rss_anon is None
 
 
 # --- cgroup ----------------------------------------------------------------------------

@@ -12,8 +12,10 @@ can simulate failures at this one layer.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import resource
 
 from loadmem.errors import AccessDenied, ProcessGone, ZombieProcess
 
@@ -30,6 +32,7 @@ class ProcFS:
 
     def __init__(self, root: str = "/proc"):
         self.root = root.rstrip("/") or "/"
+        self._own_namespace: bool | None = None  # see tasks_mark
 
     # --- raw reads (overridable: tests simulate errors by overriding ``_read``) ---
     def _read(self, path: str) -> bytes:
@@ -86,9 +89,34 @@ class ProcFS:
             return False
         return text[text.rindex(")") + 2 : text.rindex(")") + 3] == "Z"
 
+    def tasks_mark(self) -> tuple[int, int] | None:
+        """``(tasks, last pid)`` from ``/proc/loadavg``: how many tasks (threads) exist and
+        the pid the kernel allocated last, or None when it cannot be read. While both stay
+        the same, no process or thread was created or reaped, so a listing of ``/proc``
+        would show nothing new and nothing gone.
+
+        The last pid is counted in the *reader's* pid namespace: None when this ``/proc``
+        belongs to another one (a host's ``/proc`` mounted into a container), whose new
+        processes would not move it."""
+        if self._own_namespace is None:
+            try:
+                self._own_namespace = os.readlink(f"{self.root}/self") == str(os.getpid())
+            except OSError:
+                self._own_namespace = False
+        if not self._own_namespace:
+            return None
+        try:
+            fields = self.read("loadavg").split()
+            return int(fields[3].partition("/")[2]), int(fields[4])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def pids(self) -> list[int]:
         """Every pid under the root (numeric directory names)."""
         return [int(n) for n in os.listdir(self.root) if n.isdigit()]
+
+    def close(self) -> None:
+        """Release what this reader holds open (nothing: see ``KeptOpenProcFS``)."""
 
     def fd_links(self, pid: int) -> list[str]:
         """The targets of ``/proc/PID/fd/*`` (``socket:[123]``, paths...); [] if unreadable."""
@@ -104,3 +132,63 @@ class ProcFS:
             except OSError:
                 continue
         return out
+
+
+class KeptOpenProcFS(ProcFS):
+    """A ``ProcFS`` that keeps open the small files read on every tick and re-reads them
+    with ``pread`` at offset 0, which makes the kernel render them anew.
+
+    That saves the path lookup, open and close of each ``stat``/``status`` of every watched
+    process, ``meminfo`` and the cgroup counters, every tick. ``smaps_rollup`` is never
+    kept open (an open one pins the process's ``mm_struct``).
+
+    A kept descriptor names the process it was opened on, not its pid: once that process
+    is gone it fails with ESRCH even if the pid is reused. Then every kept descriptor of
+    that pid is closed and the file is opened again by path, so errors and pid reuse are
+    seen exactly as ``ProcFS`` sees them. At most ``max_open`` files are kept (by default a
+    quarter of the open-file limit, at most 1024); beyond that, files are read as usual.
+    ``close()`` releases them all.
+    """
+
+    KEPT = ("/stat", "/status", "/statm", "/meminfo", "/loadavg", "/memory.stat",
+            "/memory.usage_in_bytes", "/memory.current")
+
+    def __init__(self, root: str = "/proc", max_open: int | None = None):
+        super().__init__(root)
+        if max_open is None:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            max_open = 1024 if soft == resource.RLIM_INFINITY else min(1024, soft // 4)
+        self.max_open = max_open
+        self._fds: dict[str, int] = {}
+
+    def _read(self, path: str) -> bytes:
+        if not path.endswith(self.KEPT):
+            return super()._read(path)
+        fd = self._fds.get(path)
+        if fd is None:
+            if len(self._fds) >= self.max_open:
+                return super()._read(path)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fds[path] = fd
+        try:
+            data = os.pread(fd, _BUF, 0)
+        except OSError:
+            self._drop(path)  # the process it was opened on is gone: ask by path
+            return super()._read(path)
+        if len(data) == _BUF:  # larger than expected: read it whole the usual way
+            return super()._read(path)
+        return data
+
+    def _drop(self, path: str) -> None:
+        """Close ``path``'s descriptor and, for a file of a process, all of that process's."""
+        head, _, _ = path.rpartition("/")
+        prefix = head + "/" if head.startswith(self.root + "/") and head != self.root else path
+        for p in [p for p in self._fds if p == path or p.startswith(prefix)]:
+            with contextlib.suppress(OSError):
+                os.close(self._fds.pop(p))
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()

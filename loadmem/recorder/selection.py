@@ -7,9 +7,10 @@ descendant of a root is watched too, so workers forked, killed or respawned duri
 recording are picked up on the next tick.
 
 Identity is ``(pid, start_time)``: a reused pid is a new process. Discovery lists ``/proc``
-every tick but reads ``stat`` only for pids it has not seen before (plus, for ``--match``,
-for young processes that may still ``exec``); watched processes have their ``stat`` read by
-the sampler anyway.
+on every tick on which a process or thread was created or reaped (``/proc/loadavg`` counts
+both: a quiet machine is not listed every second) and reads ``stat`` only for pids it has not
+seen before (plus, for ``--match``, for young processes that may still ``exec``); watched
+processes have their ``stat`` read by the sampler anyway.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class ProcessSelector:
         self._port_checked = -1e9
         self._holders: dict[int, set[int]] = {}
         self._port_by_inode: dict[int, int] = {}
+        self._tasks_mark: tuple[int, int] | None = None  # at the last listing
 
     # --- control -----------------------------------------------------------------
     def check_initial(self) -> None:
@@ -156,16 +158,24 @@ class ProcessSelector:
 
     # --- per tick ------------------------------------------------------------------
     def update(self) -> tuple[list[Watched], list[Watched]]:
-        """Re-scan /proc; return (processes that started being watched, those that left)."""
-        pids = set(self.procfs.pids())
+        """Re-scan /proc; return (processes that started being watched, those that left).
+
+        The listing is skipped while the kernel's task count and last allocated pid have
+        not moved since the previous listing: no process was created or reaped since, so
+        there is nothing new to find and nothing gone."""
         gone: list[Watched] = []
-        for pid in self._seen.keys() - pids:
-            del self._seen[pid]
-            self._young_unmatched.discard(pid)
-            w = self.watched.pop(pid, None)
-            if w is not None:
-                gone.append(w)
-        new_pids = pids - self._seen.keys()
+        new_pids: set[int] = set()
+        mark = self.procfs.tasks_mark()  # before the listing: a fork after it moves it
+        if mark is None or mark != self._tasks_mark:
+            self._tasks_mark = mark
+            pids = set(self.procfs.pids())
+            for pid in self._seen.keys() - pids:
+                del self._seen[pid]
+                self._young_unmatched.discard(pid)
+                w = self.watched.pop(pid, None)
+                if w is not None:
+                    gone.append(w)
+            new_pids = pids - self._seen.keys()
         for pid in new_pids:
             try:
                 ppid, start, comm, state = parse_stat_identity(self.procfs.read_pid(pid, "stat"))

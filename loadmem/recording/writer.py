@@ -52,15 +52,34 @@ def _file_metadata(table: str) -> dict[bytes, bytes]:
     }
 
 
+def rows_to_table(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """``Table.from_pylist`` in one conversion: the rows as one struct array, then split
+    into columns. Missing keys are nulls, extra keys are ignored, as with ``from_pylist``,
+    which converts column by column (with a Python-level call and an environment lookup
+    per column: 2.5x the CPU for the 60 columns of a few ``system`` rows)."""
+    arr = pa.array(rows, type=pa.struct(list(schema)))
+    return pa.Table.from_batches([pa.RecordBatch.from_struct_array(arr)]).replace_schema_metadata(
+        schema.metadata)
+
+
 def _write_parquet(table: pa.Table, path: Path, name: str, light: bool = False) -> None:
     tmp = path.with_name("." + path.name + ".tmp")
     table = table.replace_schema_metadata(_file_metadata(name))
-    if light:  # a small segment: zstd and statistics cost more CPU and bytes than they save
-        pq.write_table(table, tmp, compression="none", use_dictionary=True,
-                       write_statistics=False)
-    else:
-        pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=True)
+    with pa.OSFile(str(tmp), "wb") as sink:  # a plain file: no filesystem resolution
+        if light:
+            # a small segment: zstd, statistics and dictionaries of numbers cost more CPU
+            # (and bytes) than they save on a few rows; text columns keep theirs
+            pq.write_table(table, sink, compression="none", write_statistics=False,
+                           use_dictionary=_text_columns(table.schema))
+        else:
+            pq.write_table(table, sink, compression=COMPRESSION, use_dictionary=True)
     os.replace(tmp, path)
+
+
+def _text_columns(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema
+            if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)
+            or pa.types.is_large_string(f.type)]
 
 
 _SEGMENT_NAME = re.compile(r"^(?P<writer>.+?)-(?P<first>\d{6,})(?:-(?P<last>\d{6,}))?$")
@@ -162,7 +181,7 @@ class TableWriter:
         self._last_flush = time.monotonic() if now is None else now
         if not self._rows:
             return
-        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        table = rows_to_table(self._rows, self.schema)
         self._seq += 1
         path = self._dir / f"{self.writer_id}-{self._seq:06d}.parquet"
         _write_parquet(table, path, self.name, light=self.light_segments)
