@@ -1,6 +1,8 @@
 """Parsers on /proc files captured from this machine (kernel 6.18) and hand-edited variants
 (older kernels lacking fields, odd process names, zombies, kernel threads)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,56 @@ def test_status_older_kernel_and_zombie_have_none():
     assert z.rss is None and z.vm_size is None and z.swap is None
     k = parse_status(text("kthread_status"))
     assert k.rss is None and k.rss_anon is None
+
+
+STATUS_KEYS = {"VmRSS": "rss", "RssAnon": "rss_anon", "RssFile": "rss_file",
+               "RssShmem": "rss_shmem", "VmSwap": "swap", "VmSize": "vm_size"}
+
+
+def status_by_lines(status: str) -> dict[str, int | None]:
+    """The reference: every line split at its colon, the six keys kept, kB -> bytes."""
+    out: dict[str, int | None] = dict.fromkeys(STATUS_KEYS.values())
+    for line in status.splitlines():
+        key, sep, rest = line.partition(":")
+        if sep and key in STATUS_KEYS:
+            out[STATUS_KEYS[key]] = int(rest.split()[0]) * 1024
+    return out
+
+
+def _as_dict(s) -> dict[str, int | None]:
+    return {col: getattr(s, col) for col in STATUS_KEYS.values()}
+
+
+def test_status_matches_a_line_by_line_parse_on_fixtures():
+    for name in ("pid_status", "status_kernel_4_4", "zombie_status", "kthread_status"):
+        assert _as_dict(parse_status(text(name))) == status_by_lines(text(name)), name
+
+
+def test_status_live_matches_a_line_by_line_parse():
+    live = Path("/proc/self/status").read_text()
+    ref = status_by_lines(live)
+    assert all(v is not None for v in ref.values()), "a kernel >= 4.5 has all six lines"
+    assert _as_dict(parse_status(live)) == ref
+    assert ref["rss"] == ref["rss_anon"] + ref["rss_file"] + ref["rss_shmem"]
+
+
+def test_status_key_in_a_process_name_is_not_a_field():
+    """A name is escaped in ``status`` (a newline shows as ``\\n``), so a process named
+    like a line of it does not fool the search for ``"\\nVmRSS:"``."""
+    code = ("import sys\nopen('/proc/self/comm', 'w').write('\\nVmRSS:\\t1 kB')\n"
+            "print('ok', flush=True)\nsys.stdin.readline()")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ok"
+        live = Path(f"/proc/{p.pid}/status").read_text()
+    finally:
+        p.kill()
+        p.wait()
+    assert live.startswith("Name:\t\\nVmRSS:")  # the name, escaped
+    s = parse_status(live)
+    assert _as_dict(s) == status_by_lines(live)
+    assert s.rss is not None and s.rss > 1024 * 1024  # the real VmRSS line, not "1 kB"
 
 
 # --- cgroup ----------------------------------------------------------------------------

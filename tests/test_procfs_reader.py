@@ -84,3 +84,34 @@ def test_errno_mapping():
     with pytest.raises(OSError) as ei2:  # other errors are not mislabelled
         fs.read_pid(os.getpid(), "environ")
     assert ei2.value.errno == errno.EIO
+
+
+def test_tasks_mark_moves_when_a_process_is_created():
+    fs = ProcFS()
+    m0 = fs.tasks_mark()
+    assert m0 is not None and m0[0] >= 1 and m0[1] >= 1
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    m1 = fs.tasks_mark()  # the fork allocated a pid: the last pid moved
+    os.waitpid(pid, 0)
+    assert m1 is not None and m1[1] != m0[1]
+
+
+def test_tasks_mark_is_none_outside_this_pid_namespace(tmp_path):
+    (tmp_path / "loadavg").write_text("0.00 0.01 0.05 1/123 4567\n")
+    assert ProcFS(str(tmp_path)).tasks_mark() is None  # a fixture: no "self" link
+    (tmp_path / "self").symlink_to(str(os.getpid() + 1))
+    assert ProcFS(str(tmp_path)).tasks_mark() is None  # another namespace's /proc
+    (tmp_path / "self").unlink()
+    (tmp_path / "self").symlink_to(str(os.getpid()))
+    assert ProcFS(str(tmp_path)).tasks_mark() == (123, 4567)  # parsed: tasks, last pid
+    (tmp_path / "loadavg").write_text("garbage\n")
+    assert ProcFS(str(tmp_path)).tasks_mark() is None
+
+
+def test_close_is_a_no_op_on_the_plain_reader():
+    fs = ProcFS()
+    fs.close()
+    fs.release(os.getpid())
+    assert parse_stat(fs.read_pid(os.getpid(), "stat")).pid == os.getpid()

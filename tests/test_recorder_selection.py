@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from loadmem.procfs.reader import ProcFS
 from loadmem.recorder.selection import ProcessSelector, Selection
 
 TOKEN = f"loadmem-sel-{os.getpid()}"
@@ -108,3 +111,119 @@ def test_watch_request_adds_a_tree_with_its_role():
     finally:
         p.kill()
         p.wait()
+
+
+# --- /proc is listed only when a task was created or reaped --------------------------------
+FIX = Path(__file__).parent / "fixtures" / "proc"
+
+#: A parent that forks an idle child on "fork" and kills and reaps it on "reap".
+TREE = r"""
+import os, signal, sys, time
+print(os.getpid(), flush=True)
+kids = []
+for line in sys.stdin:
+    if line.strip() == "fork":
+        pid = os.fork()
+        if pid == 0:
+            while True:
+                time.sleep(1)
+        kids.append(pid)
+        print(pid, flush=True)
+    elif line.strip() == "reap":
+        pid = kids.pop()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        print("reaped", flush=True)
+"""
+
+
+class CountingFS(ProcFS):
+    """The real /proc (or a fixture root), counting the listings of its root."""
+
+    def __init__(self, root: str = "/proc"):
+        super().__init__(root)
+        self.listings = 0
+
+    def pids(self) -> list[int]:
+        self.listings += 1
+        return super().pids()
+
+
+def _ask(p: subprocess.Popen, line: str) -> str:
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+    return p.stdout.readline().strip()
+
+
+def test_proc_is_listed_only_when_a_task_was_created_or_reaped():
+    tree = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        root = int(tree.stdout.readline())
+        fs, probe = CountingFS(), ProcFS()
+        sel = ProcessSelector(Selection(pids=[root]), fs, exclude_pids={os.getpid()})
+        sel.check_initial()
+        sel.update()
+        assert fs.listings == 1 and set(sel.watched) == {root}
+
+        # Other processes on this machine may come and go: an update is checked only when
+        # the mark read before the previous update, between the two and after this one is
+        # the same (then no task was created or reaped around either update).
+        quiet = 0
+        marks = [probe.tasks_mark()]
+        for _ in range(300):
+            before = fs.listings
+            added, gone = sel.update()
+            marks.append(probe.tasks_mark())
+            assert not added and not gone  # the idle tree did not change
+            if len(marks) >= 3 and marks[-3] == marks[-2] == marks[-1]:
+                assert fs.listings == before, f"listed /proc with the mark unchanged {marks[-1]}"
+                quiet += 1
+                if quiet >= 5:
+                    break
+            time.sleep(0.01)
+        assert quiet >= 5, "never quiet for two updates in a row"
+
+        # the watched root forks: the next update lists and finds the grandchild
+        grandchild = int(_ask(tree, "fork"))
+        before = fs.listings
+        added, gone = sel.update()
+        assert fs.listings == before + 1
+        assert [w.pid for w in added] == [grandchild] and not gone
+        assert sel.watched[grandchild].depth == 1
+
+        # it exits and is reaped: an update (the next one, or one of a few) lists and
+        # reports it gone
+        assert _ask(tree, "reap") == "reaped"
+        deadline = time.monotonic() + 5
+        gone_pids: list[int] = []
+        while not gone_pids:
+            assert time.monotonic() < deadline, "the reaped grandchild was never reported"
+            before = fs.listings
+            _, gone = sel.update()
+            gone_pids = [w.pid for w in gone]
+            time.sleep(0.01)
+        assert gone_pids == [grandchild] and fs.listings == before + 1
+        assert set(sel.watched) == {root}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(tree.pid, signal.SIGKILL)
+        tree.wait(timeout=10)
+
+
+def test_fixture_root_is_listed_on_every_update(tmp_path):
+    d = tmp_path / "4242"
+    d.mkdir()
+    shutil.copy(FIX / "pid_stat", d / "stat")
+    (tmp_path / "loadavg").write_text("0.00 0.01 0.05 1/123 4567\n")  # not this namespace's
+    fs = CountingFS(str(tmp_path))
+    assert fs.tasks_mark() is None
+    sel = ProcessSelector(Selection(pids=[4242]), fs, clk_tck=100)
+    sel.check_initial()
+    for n in range(1, 4):
+        sel.update()
+        assert fs.listings == n
+    assert set(sel.watched) == {4242}
+    shutil.rmtree(d)  # gone from the fixture: seen on the very next update
+    _, gone = sel.update()
+    assert [w.pid for w in gone] == [4242] and fs.listings == 4

@@ -115,6 +115,9 @@ class ProcFS:
         """Every pid under the root (numeric directory names)."""
         return [int(n) for n in os.listdir(self.root) if n.isdigit()]
 
+    def release(self, pid: int) -> None:
+        """Close what this reader holds open for ``pid`` (nothing: see ``KeptOpenProcFS``)."""
+
     def close(self) -> None:
         """Release what this reader holds open (nothing: see ``KeptOpenProcFS``)."""
 
@@ -145,9 +148,10 @@ class KeptOpenProcFS(ProcFS):
     A kept descriptor names the process it was opened on, not its pid: once that process
     is gone it fails with ESRCH even if the pid is reused. Then every kept descriptor of
     that pid is closed and the file is opened again by path, so errors and pid reuse are
-    seen exactly as ``ProcFS`` sees them. At most ``max_open`` files are kept (by default a
-    quarter of the open-file limit, at most 1024); beyond that, files are read as usual.
-    ``close()`` releases them all.
+    seen exactly as ``ProcFS`` sees them. The selector calls ``release(pid)`` for a process
+    that is gone or not watched, so only files read every tick stay open. At most
+    ``max_open`` files are kept (by default a quarter of the open-file limit, at most 1024);
+    beyond that, files are read as usual. ``close()`` releases them all.
     """
 
     KEPT = ("/stat", "/status", "/statm", "/meminfo", "/loadavg", "/memory.stat",
@@ -184,6 +188,14 @@ class KeptOpenProcFS(ProcFS):
         head, _, _ = path.rpartition("/")
         prefix = head + "/" if head.startswith(self.root + "/") and head != self.root else path
         for p in [p for p in self._fds if p == path or p.startswith(prefix)]:
+            with contextlib.suppress(OSError):
+                os.close(self._fds.pop(p))
+
+    def release(self, pid: int) -> None:
+        """Close every kept file of ``pid``: it is gone, or it is not read every tick (the
+        selector reads the ``stat`` of every new pid once, to classify it)."""
+        prefix = self.path(pid, "")
+        for p in [p for p in self._fds if p.startswith(prefix)]:
             with contextlib.suppress(OSError):
                 os.close(self._fds.pop(p))
 

@@ -171,6 +171,7 @@ class ProcessSelector:
             pids = set(self.procfs.pids())
             for pid in self._seen.keys() - pids:
                 del self._seen[pid]
+                self.procfs.release(pid)
                 self._young_unmatched.discard(pid)
                 w = self.watched.pop(pid, None)
                 if w is not None:
@@ -216,11 +217,15 @@ class ProcessSelector:
                     self.watched[pid] = w
                     added.append(w)
                     added.extend(self._adopt_descendants(w))
+        for pid in new_pids:  # their stat was read once, to classify them: keep none open
+            if pid not in self.watched:
+                self.procfs.release(pid)
         return added, gone
 
     def forget(self, pid: int) -> Watched | None:
         """The sampler found the process gone (or its pid reused) mid-tick."""
         self._seen.pop(pid, None)
+        self.procfs.release(pid)
         return self.watched.pop(pid, None)
 
     # --- helpers -------------------------------------------------------------------
