@@ -2,20 +2,27 @@
 
 One run, one process set: a parent allocates and touches 512 MiB of private anonymous
 memory, forks 15 children (16 processes sharing those pages copy-on-write), and all of them
-sit idle. On that set, one after the other:
+sit idle. On that set:
 
 1. ``loadmem record --pid PARENT`` at its defaults (interval 1 s, PSS budget 2 %, PSS max
-   age 15 s), for ``--seconds`` after a warm-up;
-2. ``procpath record -f stat,status,smaps_rollup -i 1 -d bench.sqlite -p PIDLIST`` for as
-   long, installed in its own throw-away venv (``--procpath-venv``, default
-   ``/tmp/procpath-venv``): procpath is the reference, never a loadmem dependency.
+   age 15 s, flush 5 s) runs from start to end: one recording;
+2. ``procpath record -f stat,status,smaps_rollup -i 1 -d bench.sqlite -p PIDLIST``,
+   installed in its own throw-away venv (``--procpath-venv``, default
+   ``/tmp/procpath-venv``; procpath is the reference, never a loadmem dependency), is
+   started for each of its windows and ends by itself after it.
 
-For each tool: CPU per second (utime + stime of its process from ``/proc/PID/stat``, over
-the steady window after the warm-up, so interpreter start-up is not counted; the whole
-lifetime from ``wait4`` is shown too), CPU per process-sample, bytes on disk per
-process-sample. For loadmem also: the cheap tier and the smaps_rollup reads per
-process-sample from its own ``recorder`` table, and the oldest PSS figure the recording
-carried (its freshness guarantee). A direct measurement of the raw read cost of
+The time is cut into ``--rounds`` windows per tool, interleaved L P P L L P ...: loadmem's
+CPU is measured in the windows where it runs alone, procpath's in its own. On a shared VM
+the CPU cost of the same work drifts by a fifth over minutes (the caches are colder or
+warmer after each sleep); measured one after the other, the two tools could land on
+different sides of a drift, and the ratio with them. Interleaving puts both on the same.
+
+For each tool: CPU per second (the run time of its threads from
+``/proc/PID/task/*/schedstat``, i.e. utime + stime unrounded, over its windows, so start-up
+is not counted), CPU per process-sample, bytes on disk per process-sample. For loadmem
+also: the cheap tier and the smaps_rollup reads per process-sample from its own
+``recorder`` table, and the oldest PSS figure the recording carried (its freshness
+guarantee). A direct measurement of the raw read cost of
 ``stat + status`` and of ``smaps_rollup`` for these processes is printed for scale.
 
 The process set is double-forked away from this script so that procpath's ``-p`` branch
@@ -23,10 +30,10 @@ The process set is double-forked away from this script so that procpath's ``-p``
 also given a JSONPath query that keeps only the 16 processes in its database. Both choices
 lower procpath's figures, so the ratios are conservative.
 
-Run (about 4 minutes, ~600 MiB)::
+Run (about 11 minutes at the defaults, ~600 MiB; keep the machine otherwise quiet)::
 
-    .venv/bin/python benchmarks/bench_recorder.py                  # 90 s per tool
-    .venv/bin/python benchmarks/bench_recorder.py --seconds 60 --no-write
+    .venv/bin/python benchmarks/bench_recorder.py                  # 300 s per tool
+    .venv/bin/python benchmarks/bench_recorder.py --seconds 90 --rounds 3 --no-write
 
 Results go to ``benchmarks/RESULTS-recorder.md`` (unless ``--no-write``).
 """
@@ -158,10 +165,16 @@ def ancestors(pid: int) -> list[str]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, from /proc/PID/stat (fields 14 and 15)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU time of one process: the run time of all its threads in nanoseconds from
+    ``/proc/PID/task/*/schedstat`` (what utime + stime are scaled from, without their 10 ms
+    clock-tick rounding), or utime + stime from ``/proc/PID/stat`` where schedstat is absent."""
+    try:
+        return sum(int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+                   for tid in os.listdir(f"/proc/{pid}/task")) / 1e9
+    except (OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def run_tool(
@@ -189,7 +202,8 @@ def run_tool(
         time.sleep(max(0.0, w0 + seconds - time.monotonic()))
         c1, w1, wall1 = cpu_seconds(proc.pid), time.monotonic(), time.time()
         run.window_s, run.window_cpu_s = w1 - w0, c1 - c0
-        run.extra["window_wall"] = (wall0, wall1)
+        run.extra["windows_wall"] = [(wall0, wall1)]
+        run.extra["steady_wall"] = (wall0, wall1)
         if prof is not None:
             prof.wait(timeout=seconds + 60)
         status, rusage = _wait(proc, t0 + stop_after + 30)
@@ -254,7 +268,8 @@ def analyse_recording(run: ToolRun, out: Path, pids: set[int]) -> None:
 
     rec = open_recording(out)
     procs = rec.table("processes")
-    in_window = _window_mask(procs, run.extra["window_wall"])
+    in_window = _window_mask(procs, run.extra["windows_wall"])
+    steady = _window_mask(procs, [run.extra["steady_wall"]])
     run.samples = procs.num_rows
     run.window_samples = _count(in_window)
     run.bytes_on_disk = dir_bytes(out)
@@ -271,8 +286,8 @@ def analyse_recording(run: ToolRun, out: Path, pids: set[int]) -> None:
 
     age = pc.subtract(procs.column("t"), procs.column("pss_read_t"))
     x["pss_age_max_s"] = pc.max(age).as_py()
-    x["pss_age_max_window_s"] = pc.max(pc.filter(age, in_window)).as_py()
-    x["pss_age_p99_window_s"] = _quantile(pc.filter(age, in_window), 0.99)
+    x["pss_age_max_window_s"] = pc.max(pc.filter(age, steady)).as_py()
+    x["pss_age_p99_window_s"] = _quantile(pc.filter(age, steady), 0.99)
     x["pss_never_read_rows"] = procs.column("pss_read_t").null_count
 
     r = rec.table("recorder")
@@ -294,7 +309,7 @@ def analyse_recording(run: ToolRun, out: Path, pids: set[int]) -> None:
     x["tick_us_mean"] = total("tick_us") / r.num_rows
     x["budget_min_s"] = pc.min(r.column("budget_s")).as_py()
     x["pss_oldest_s_max"] = pc.max(r.column("pss_oldest_s")).as_py()
-    sel = _window_mask(r, run.extra["window_wall"])
+    sel = _window_mask(r, [run.extra["steady_wall"]])
     cpu = pc.filter(pc.add(r.column("cpu_user"), r.column("cpu_system")), sel).to_pylist()
     rt = pc.filter(r.column("t"), sel).to_pylist()
     if len(cpu) >= 2 and rt[-1] > rt[0]:
@@ -302,16 +317,21 @@ def analyse_recording(run: ToolRun, out: Path, pids: set[int]) -> None:
     x["notes"] = rec.notes
 
 
-def _window_mask(table: Any, window_wall: tuple[float, float]) -> Any:
+def _window_mask(table: Any, windows: list[tuple[float, float]]) -> Any:
+    """Rows whose ``ts`` falls in any of the wall-clock windows."""
     import datetime as dt
 
     import pyarrow as pa
     import pyarrow.compute as pc
 
     ts_type = table.schema.field("ts").type
-    w0, w1 = (pa.scalar(dt.datetime.fromtimestamp(w, dt.UTC), ts_type) for w in window_wall)
     ts = table.column("ts")
-    return pc.and_(pc.greater_equal(ts, w0), pc.less_equal(ts, w1))
+    mask = None
+    for window in windows:
+        w0, w1 = (pa.scalar(dt.datetime.fromtimestamp(w, dt.UTC), ts_type) for w in window)
+        m = pc.and_(pc.greater_equal(ts, w0), pc.less_equal(ts, w1))
+        mask = m if mask is None else pc.or_(mask, m)
+    return mask
 
 
 def _count(mask: Any) -> int:
@@ -379,26 +399,106 @@ def ensure_procpath(venv: Path) -> tuple[Path, str]:
     return exe, version
 
 
-def bench_procpath(
-    exe: Path, pids: list[int], work: Path, warmup: float, seconds: float
-) -> ToolRun:
-    db = work / "bench.sqlite"
-    recnum = int(warmup + seconds + 1)
+def procpath_cmd(exe: Path, pids: list[int], db: Path, records: int) -> tuple[list[str], str]:
+    """procpath's command for ``records`` 1-s samples, and how the report shows it."""
     query = f"$..children[?(@.stat.pid == {pids[0]})]"
-    cmd = [str(exe), "record", "-f", "stat,status,smaps_rollup", "-i", "1", "-r", str(recnum),
+    cmd = [str(exe), "record", "-f", "stat,status,smaps_rollup", "-i", "1", "-r", str(records),
            "-d", str(db), "-p", ",".join(map(str, pids)), query]  # fmt: skip
-    run = run_tool("procpath record", cmd, warmup, seconds, recnum, work / "procpath.log")
     shown = " ".join(cmd[1:-3]).replace(str(db), "bench.sqlite")
-    run.extra["cmd"] = f"procpath {shown} -p PIDLIST '{query}'"
+    return cmd, f"procpath {shown} -p PIDLIST '{query}'"
+
+
+def add_procpath_db(run: ToolRun, db: Path, window: tuple[float, float]) -> None:
+    """Add one procpath database's rows and bytes to ``run``."""
     with sqlite3.connect(db) as con:
-        run.samples = con.execute("select count(*) from record").fetchone()[0]
-        run.window_samples = con.execute(  # procpath's ts is the wall clock (epoch seconds)
-            "select count(*) from record where ts >= ? and ts <= ?", run.extra["window_wall"]
+        run.samples += con.execute("select count(*) from record").fetchone()[0]
+        run.window_samples += con.execute(  # procpath's ts is the wall clock (epoch seconds)
+            "select count(*) from record where ts >= ? and ts <= ?", window
         ).fetchone()[0]
-        run.extra["ticks"] = con.execute("select count(distinct ts) from record").fetchone()[0]
+        run.extra["ticks"] = run.extra.get("ticks", 0) + con.execute(
+            "select count(distinct ts) from record").fetchone()[0]
         run.extra["pids"] = con.execute("select count(distinct stat_pid) from record").fetchone()[0]
-    run.bytes_on_disk = db.stat().st_size
-    return run
+    run.bytes_on_disk += db.stat().st_size
+
+
+# --- the interleaved run ----------------------------------------------------------------
+
+
+def window_order(rounds: int) -> list[str]:
+    """``L`` (loadmem alone) and ``P`` (procpath) windows, ABBA: L P P L L P ... so that a
+    drift of the machine over the run weighs on both tools alike."""
+    order: list[str] = []
+    for r in range(rounds):
+        order += ["L", "P"] if r % 2 == 0 else ["P", "L"]
+    return order
+
+
+def interleaved(exe: Path, pids: list[int], work: Path, warmup: float, seconds: float,
+                rounds: int) -> tuple[ToolRun, ToolRun]:
+    """One ``loadmem record`` for the whole run; ``procpath record`` started and stopped
+    around it. loadmem's CPU is measured in the windows where it runs alone, procpath's in
+    its own windows (loadmem keeps recording meanwhile: one long recording, for the bytes
+    and the PSS ages). Each tool gets ``seconds`` in ``rounds`` windows."""
+    window = seconds / rounds
+    order = window_order(rounds)
+    pp_records = int(warmup + window + 1)
+    total = warmup + rounds * (2 * window + warmup + 3) + 10
+    out = work / "rec"
+    cmd = [sys.executable, "-m", "loadmem", "record", "--pid", str(pids[0]),
+           "--duration", f"{total:.0f}s", "--out", str(out)]  # fmt: skip
+    lm, pp = ToolRun("loadmem record"), ToolRun("procpath record")
+    lm.extra.update(cmd=" ".join(cmd[1:]).replace(str(out), "DIR"), windows=[],
+                    windows_wall=[], beside_procpath=[])
+    pp.extra.update(windows=[], windows_wall=[], runs=0)
+    with (work / "loadmem.log").open("w") as log:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(max(0.0, t0 + warmup - time.monotonic()))
+        first_wall = time.time()
+        for n, kind in enumerate(order):
+            print(f"  window {n + 1}/{len(order)}: {'loadmem alone' if kind == 'L' else 'procpath'}"
+                  f" ({window:.0f} s)", flush=True)
+            if kind == "L":
+                c0, w0, wall0 = cpu_seconds(proc.pid), time.monotonic(), time.time()
+                time.sleep(window)
+                c1, w1, wall1 = cpu_seconds(proc.pid), time.monotonic(), time.time()
+                lm.window_s += w1 - w0
+                lm.window_cpu_s += c1 - c0
+                lm.extra["windows"].append((c1 - c0) / (w1 - w0))
+                lm.extra["windows_wall"].append((wall0, wall1))
+                continue
+            db = work / f"procpath-{n}.sqlite"
+            pcmd, pp.extra["cmd"] = procpath_cmd(exe, pids, db, pp_records)
+            with (work / f"procpath-{n}.log").open("w") as plog:
+                p0 = time.monotonic()
+                pproc = subprocess.Popen(pcmd, stdout=plog, stderr=subprocess.STDOUT)
+                time.sleep(warmup)
+                c0, l0, w0, wall0 = (cpu_seconds(pproc.pid), cpu_seconds(proc.pid),
+                                     time.monotonic(), time.time())
+                time.sleep(window)
+                c1, l1, w1, wall1 = (cpu_seconds(pproc.pid), cpu_seconds(proc.pid),
+                                     time.monotonic(), time.time())
+                status, rusage = _wait(pproc, p0 + pp_records + 30)
+            if status != 0:
+                raise SystemExit(f"procpath record failed ({status}): see {plog.name}")
+            pp.window_s += w1 - w0
+            pp.window_cpu_s += c1 - c0
+            pp.life_cpu_s += rusage.ru_utime + rusage.ru_stime
+            pp.life_s += time.monotonic() - p0
+            pp.extra["runs"] += 1
+            pp.extra["windows"].append((c1 - c0) / (w1 - w0))
+            pp.extra["windows_wall"].append((wall0, wall1))
+            lm.extra["beside_procpath"].append((l1 - l0) / (w1 - w0))
+            add_procpath_db(pp, db, (wall0, wall1))
+        lm.extra["steady_wall"] = (first_wall, time.time())
+        status, rusage = _wait(proc, t0 + total + 30)
+    lm.life_s = time.monotonic() - t0
+    lm.life_cpu_s = rusage.ru_utime + rusage.ru_stime
+    if status != 0:
+        raise SystemExit(f"loadmem record failed ({status}):\n"
+                         + (work / "loadmem.log").read_text()[-2000:])
+    analyse_recording(lm, out, set(pids))
+    return lm, pp
 
 
 # --- raw read costs ---------------------------------------------------------------------
@@ -528,9 +628,9 @@ def results_table(lm: ToolRun, pp: ToolRun, v: Verdict) -> list[str]:
         ("recorder CPU per second, steady window (% of one core)",
          _f(lm.cpu_per_s * 100, ".2f"), _f(pp.cpu_per_s * 100, ".2f"), _f(v.cpu_ratio, ".3f"),
          f"<= {CPU_RATIO_TARGET:g}: {_met(c['cpu'])}"),
-        ("CPU over the whole life, start-up and merge included (s)",
-         _f(lm.life_cpu_s, ".2f"), _f(pp.life_cpu_s, ".2f"),
-         _f(_ratio(lm.life_cpu_s, pp.life_cpu_s), ".3f"), ""),
+        ("the same, window by window (% of one core)",
+         " / ".join(_f(100 * w, ".2f") for w in lm.extra.get("windows", [])),
+         " / ".join(_f(100 * w, ".2f") for w in pp.extra.get("windows", [])), "", ""),
         ("CPU per process-sample, everything included (µs)",
          _f(lm.cpu_us_per_sample, ".0f"), _f(pp.cpu_us_per_sample, ".0f"),
          _f(_ratio(lm.cpu_us_per_sample, pp.cpu_us_per_sample), ".3f"), ""),
@@ -624,8 +724,18 @@ def render(lm: ToolRun, pp: ToolRun, raw: dict[str, float], setup: dict[str, Any
         f"- {setup['processes']} processes: a Python parent touched {setup['size_mib']} MiB of "
         "private anonymous memory, then forked the others; all idle, sharing it copy-on-write.",
         f"- ancestors of the parent: {' <- '.join(setup['ancestors'][1:]) or 'none'}",
-        f"- steady window: {lm.window_s:.1f} s for loadmem, {pp.window_s:.1f} s for procpath, "
-        f"after a {setup['warmup']:g} s warm-up; the tools ran one after the other.",
+        f"- measured: {lm.window_s:.0f} s of loadmem alone and {pp.window_s:.0f} s of procpath, "
+        f"in {len(lm.extra.get('windows', []))} windows each, interleaved L P P L L P ... "
+        "(a drift of the machine during the run weighs on both tools alike). One "
+        "`loadmem record` ran from start to end (one recording, for the bytes and PSS "
+        f"ages); procpath was started for each of its windows, after a {setup['warmup']:g} s "
+        "warm-up, and ended by itself after it. CPU is the run time of each tool's threads "
+        "(`/proc/PID/task/*/schedstat`: utime + stime, unrounded) over its windows only.",
+        "- loadmem's CPU while procpath ran beside it (not counted above): "
+        + " / ".join(_f(100 * w, ".2f") for w in lm.extra.get("beside_procpath", [])) + " %",
+        f"- whole life: loadmem {_f(lm.life_cpu_s, '.2f')} CPU s over {lm.life_s:.0f} s "
+        f"(start-up and merge included); procpath {_f(pp.life_cpu_s, '.2f')} CPU s over "
+        f"{pp.extra.get('runs')} runs of {pp.life_s / max(pp.extra.get('runs') or 1, 1):.0f} s",
         f"- loadmem: `loadmem {' '.join(lm.extra['cmd'].split()[2:])}` "
         "(defaults: interval 1 s, PSS budget 2 %, PSS max age 15 s, flush 5 s)",
         f"- procpath {pp.extra.get('version', '')}: `{pp.extra['cmd']}`",
@@ -663,7 +773,10 @@ def kept_notes(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=90, help="steady window per tool (60-120)")
+    ap.add_argument("--seconds", type=float, default=300,
+                    help="steady time per tool, split into --rounds windows (default 300)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="windows per tool, interleaved L P P L L P ... (default 3)")
     ap.add_argument("--warmup", type=float, default=5, help="seconds before the window opens")
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--processes", type=int, default=16)
@@ -680,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         return profile(args)
     t_start = time.monotonic()
     exe, version = ensure_procpath(args.procpath_venv)
-    life = int(2 * (args.warmup + args.seconds) + 240)
+    life = int(2 * args.seconds + args.rounds * (args.warmup + 3) + args.warmup + 300)
     pids = start_process_set(args.size_mib * MIB, args.processes - 1, life)
     setup: dict[str, Any] = {"processes": len(pids), "size_mib": args.size_mib,
                              "warmup": args.warmup, "ancestors": ancestors(pids[0])}  # fmt: skip
@@ -692,13 +805,14 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             raw = raw_read_costs(pids)
             print("raw read CPU per process (µs):", {k: round(v) for k, v in raw.items()})
-            print(f"loadmem record: {args.warmup + args.seconds:g} s ...", flush=True)
-            lm = bench_loadmem(pids, work, args.warmup, args.seconds)
-            print(f"  {lm.cpu_per_s * 100:.2f} % of a core, {lm.bytes_per_sample:.1f} B/sample")
-            print(f"procpath record: {args.warmup + args.seconds:g} s ...", flush=True)
-            pp = bench_procpath(exe, pids, work, args.warmup, args.seconds)
+            print(f"{args.rounds} rounds of {args.seconds / args.rounds:.0f} s per tool, "
+                  "loadmem recording throughout ...", flush=True)
+            lm, pp = interleaved(exe, pids, work, args.warmup, args.seconds, args.rounds)
             pp.extra["version"] = version
-            print(f"  {pp.cpu_per_s * 100:.2f} % of a core, {pp.bytes_per_sample:.1f} B/sample")
+            for run in (lm, pp):
+                print(f"  {run.name}: {run.cpu_per_s * 100:.2f} % of a core (windows: "
+                      + ", ".join(f"{100 * w:.2f}" for w in run.extra["windows"])
+                      + f"), {run.bytes_per_sample:.1f} B/sample")
             setup["elapsed_s"] = time.monotonic() - t_start
             text, verdict = render(lm, pp, raw, setup)
             if args.keep:
