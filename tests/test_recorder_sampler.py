@@ -184,3 +184,29 @@ def test_cgroup_of_this_host(tmp_path):
     assert [r["key"] for r in res.cgroup] == ["usage", *keys]
     assert {(r["cgroup"], r["version"]) for r in res.cgroup} == {(ref.path, ref.version)}
     assert res.cgroup[0]["value"] > 0
+
+
+def test_unchanged_stat_and_status_are_not_parsed_again(fake, monkeypatch):
+    """An idle process's files read the same every tick: parsed once, then compared."""
+    import loadmem.recorder.sampler as sampler_module
+
+    _root, put, sampler = fake
+    calls: list[str] = []
+    for name in ("parse_stat", "parse_status"):
+        real = getattr(sampler_module, name)
+        monkeypatch.setattr(sampler_module, name,
+                            lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    first = {r["pid"]: r for r in _tick(sampler, 0).processes}
+    assert sorted(calls) == ["parse_stat"] * 2 + ["parse_status"] * 2
+    calls.clear()
+    second = {r["pid"]: r for r in _tick(sampler, 1).processes}
+    assert calls == []
+    cheap = ("ppid", "name", "state", "threads", "rss", "rss_anon", "rss_file", "rss_shmem",
+             "vm_size", "swap", "minflt", "majflt", "utime", "stime")
+    for pid in (100, 101):
+        assert first[pid]["rss"] is not None
+        assert [second[pid][k] for k in cheap] == [first[pid][k] for k in cheap]
+    put(101, 100, 5001, minflt=100 + DIRTY_MIN_FAULTS)  # its stat text changes
+    third = {r["pid"]: r for r in _tick(sampler, 2).processes}
+    assert calls == ["parse_stat"]
+    assert third[101]["minflt"] == 100 + DIRTY_MIN_FAULTS and third[100]["minflt"] == 100

@@ -65,6 +65,12 @@ class _ProcInfo:
     cgroup: CgroupRef | None = None
     faults: int = 0
     pss: PssState = field(default_factory=PssState)
+    # the last stat/status texts and what they parsed to: an idle process's files read the
+    # same from tick to tick, and comparing two strings is cheaper than parsing one
+    stat_text: str | None = None
+    stat: ProcStat | None = None
+    status_text: str | None = None
+    status: ProcStatus | None = None
 
 
 @dataclass
@@ -196,7 +202,12 @@ class Sampler:
         for pid, w in list(self.selector.watched.items()):
             info = self.procs.get((w.pid, w.start_time)) or self._start(w)
             try:
-                st = parse_stat(self.procfs.read_pid(pid, "stat"), self.clk_tck)
+                text = self.procfs.read_pid(pid, "stat")
+                if text == info.stat_text:  # an idle process: the same text, already parsed
+                    st = info.stat
+                else:
+                    st = parse_stat(text, self.clk_tck)
+                    info.stat_text, info.stat = text, st
             except (ProcessGone, ValueError, IndexError):
                 st = None
             except ProcessError as e:
@@ -217,7 +228,12 @@ class Sampler:
                 errs.append("zombie")
             else:
                 try:
-                    status = parse_status(self.procfs.read_pid(pid, "status"))
+                    text = self.procfs.read_pid(pid, "status")
+                    if text == info.status_text:
+                        status = info.status
+                    else:
+                        status = parse_status(text)
+                        info.status_text, info.status = text, status
                 except ProcessError as e:
                     errs.append("status:" + e.reason)
             faults = st.minflt + st.majflt
