@@ -65,6 +65,13 @@ def test_due_order():
     lead = [c.key[0] for c in due_order([_c(1, read_t=5.8)], now_t=10.0, max_age=5.0, lead=1.0)]
     assert lead == [1]
     assert due_order([_c(1, read_t=6.5)], now_t=10.0, max_age=5.0, lead=1.0) == []
+    # one 4.0 s old (give or take the jitter of tick times) is exactly 5 s old at the next
+    # tick, not older: it waits for that tick
+    for jitter in (-0.003, 0.0, 0.003):
+        read_t = 6.0 - jitter
+        assert due_order([_c(1, read_t=read_t)], now_t=10.0, max_age=5.0, lead=1.0) == []
+        later = due_order([_c(1, read_t=read_t)], now_t=11.0, max_age=5.0, lead=1.0)
+        assert [c.key[0] for c in later] == [1]
 
 
 ALLOC = "import time; b = bytearray(48 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n" \
