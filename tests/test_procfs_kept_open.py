@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _proc_support import TREE, ask, end, python
 
 from loadmem.errors import ProcessGone, ZombieProcess
 from loadmem.procfs.reader import KeptOpenProcFS, ProcFS
@@ -39,27 +40,6 @@ print("grown", flush=True)
 sys.stdin.readline()
 '''
 
-#: A parent that forks an idle child on "fork" and kills and reaps it on "reap".
-TREE = r'''
-import os, signal, sys, time
-print(os.getpid(), flush=True)
-kids = []
-for line in sys.stdin:
-    if line.strip() == "fork":
-        pid = os.fork()
-        if pid == 0:
-            while True:
-                time.sleep(1)
-        kids.append(pid)
-        print(pid, flush=True)
-    elif line.strip() == "reap":
-        pid = kids.pop()
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        print("reaped", flush=True)
-'''
-
-
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -74,37 +54,19 @@ def _kept_pids(fs: KeptOpenProcFS) -> set[int]:
     return out
 
 
-def _python(code: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _ask(p: subprocess.Popen, line: str) -> str:
-    assert p.stdin is not None and p.stdout is not None
-    p.stdin.write(line + "\n")
-    p.stdin.flush()
-    return p.stdout.readline().strip()
-
-
-def _end(p: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(p.pid, signal.SIGKILL)
-    p.wait(timeout=10)
-
-
 def _sleeper() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 
 
 def test_kept_status_is_read_fresh():
-    p = _python(GROWER)
+    p = python(GROWER)
     fs = KeptOpenProcFS()
     try:
         assert p.stdout.readline().strip() == "ready"
         path = fs.path(p.pid, "status")
         before = parse_status(fs.read_pid(p.pid, "status"))
         fd = fs._fds[path]  # kept open by the first read
-        assert _ask(p, "grow") == "grown"
+        assert ask(p, "grow") == "grown"
         after = parse_status(fs.read_pid(p.pid, "status"))
         assert fs._fds[path] == fd, "read again through the same descriptor"
         assert after.rss - before.rss >= 20 * MIB
@@ -114,7 +76,7 @@ def test_kept_status_is_read_fresh():
         assert abs(plain.rss - after.rss) < 4 * MIB and plain.vm_size == after.vm_size
     finally:
         fs.close()
-        _end(p)
+        end(p)
 
 
 def test_gone_process_raises_and_its_descriptors_are_closed():
@@ -282,7 +244,7 @@ def test_exited_watched_process_leaves_nothing_kept():
     """A worker read every tick, then killed and reaped: once the selector reports it gone,
     none of its files stays open (a long recording of respawned workers would otherwise
     pile up descriptors of dead processes until the cap)."""
-    tree = _python(TREE)
+    tree = python(TREE)
     fs = KeptOpenProcFS()
     try:
         root = int(tree.stdout.readline())
@@ -296,13 +258,13 @@ def test_exited_watched_process_leaves_nothing_kept():
             tick += 1
             return sampler.tick(tick, float(tick), dt.datetime.now(dt.UTC))
 
-        worker = int(_ask(tree, "fork"))
+        worker = int(ask(tree, "fork"))
         deadline = time.monotonic() + 10
         while worker not in {r["pid"] for r in run_tick().processes}:
             assert time.monotonic() < deadline
         run_tick()
         assert worker in _kept_pids(fs), "its stat and status are read every tick"
-        assert _ask(tree, "reap") == "reaped"
+        assert ask(tree, "reap") == "reaped"
         exits: list[int] = []
         deadline = time.monotonic() + 10
         while not exits:
@@ -315,4 +277,4 @@ def test_exited_watched_process_leaves_nothing_kept():
         assert root in _kept_pids(fs)  # the live root keeps its files
     finally:
         fs.close()
-        _end(tree)
+        end(tree)

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from _proc_support import TREE, ask, end, python
+
 from loadmem.procfs.reader import ProcFS
 from loadmem.recorder.selection import ProcessSelector, Selection
 
@@ -116,27 +118,6 @@ def test_watch_request_adds_a_tree_with_its_role():
 # --- /proc is listed only when a task was created or reaped --------------------------------
 FIX = Path(__file__).parent / "fixtures" / "proc"
 
-#: A parent that forks an idle child on "fork" and kills and reaps it on "reap".
-TREE = r"""
-import os, signal, sys, time
-print(os.getpid(), flush=True)
-kids = []
-for line in sys.stdin:
-    if line.strip() == "fork":
-        pid = os.fork()
-        if pid == 0:
-            while True:
-                time.sleep(1)
-        kids.append(pid)
-        print(pid, flush=True)
-    elif line.strip() == "reap":
-        pid = kids.pop()
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        print("reaped", flush=True)
-"""
-
-
 class CountingFS(ProcFS):
     """The real /proc (or a fixture root), counting the listings of its root."""
 
@@ -149,15 +130,8 @@ class CountingFS(ProcFS):
         return super().pids()
 
 
-def _ask(p: subprocess.Popen, line: str) -> str:
-    p.stdin.write(line + "\n")
-    p.stdin.flush()
-    return p.stdout.readline().strip()
-
-
 def test_proc_is_listed_only_when_a_task_was_created_or_reaped():
-    tree = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    tree = python(TREE)
     try:
         root = int(tree.stdout.readline())
         fs, probe = CountingFS(), ProcFS()
@@ -185,7 +159,7 @@ def test_proc_is_listed_only_when_a_task_was_created_or_reaped():
         assert quiet >= 5, "never quiet for two updates in a row"
 
         # the watched root forks: the next update lists and finds the grandchild
-        grandchild = int(_ask(tree, "fork"))
+        grandchild = int(ask(tree, "fork"))
         before = fs.listings
         added, gone = sel.update()
         assert fs.listings == before + 1
@@ -194,7 +168,7 @@ def test_proc_is_listed_only_when_a_task_was_created_or_reaped():
 
         # it exits and is reaped: an update (the next one, or one of a few) lists and
         # reports it gone
-        assert _ask(tree, "reap") == "reaped"
+        assert ask(tree, "reap") == "reaped"
         deadline = time.monotonic() + 5
         gone_pids: list[int] = []
         while not gone_pids:
@@ -206,9 +180,7 @@ def test_proc_is_listed_only_when_a_task_was_created_or_reaped():
         assert gone_pids == [grandchild] and fs.listings == before + 1
         assert set(sel.watched) == {root}
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(tree.pid, signal.SIGKILL)
-        tree.wait(timeout=10)
+        end(tree)
 
 
 def test_fixture_root_is_listed_on_every_update(tmp_path):

@@ -187,20 +187,18 @@ class KeptOpenProcFS(ProcFS):
         """Close ``path``'s descriptor and, for a file of a process, all of that process's."""
         head, _, _ = path.rpartition("/")
         prefix = head + "/" if head.startswith(self.root + "/") and head != self.root else path
-        for p in [p for p in self._fds if p == path or p.startswith(prefix)]:
-            with contextlib.suppress(OSError):
-                os.close(self._fds.pop(p))
+        self._close([p for p in self._fds if p == path or p.startswith(prefix)])
 
     def release(self, pid: int) -> None:
         """Close every kept file of ``pid``: it is gone, or it is not read every tick (the
         selector reads the ``stat`` of every new pid once, to classify it)."""
         prefix = self.path(pid, "")
-        for p in [p for p in self._fds if p.startswith(prefix)]:
-            with contextlib.suppress(OSError):
-                os.close(self._fds.pop(p))
+        self._close([p for p in self._fds if p.startswith(prefix)])
 
     def close(self) -> None:
-        for fd in self._fds.values():
+        self._close(list(self._fds))
+
+    def _close(self, paths: list[str]) -> None:
+        for p in paths:
             with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds.clear()
+                os.close(self._fds.pop(p))

@@ -255,8 +255,6 @@ def prepare_output(root: str | os.PathLike[str], force: bool = False) -> Path:
     return root
 
 
-
-
 def _segment_start(path: Path) -> float:
     """The smallest ``t`` of a segment, from the Parquet statistics (no data read)."""
     try:
