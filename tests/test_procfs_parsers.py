@@ -14,7 +14,7 @@ from loadmem.procfs.cgroup import (
     parse_proc_cgroup,
     parse_usage,
 )
-from loadmem.procfs.meminfo import parse_meminfo
+from loadmem.procfs.meminfo import MeminfoLayout, parse_meminfo
 from loadmem.procfs.net_tcp import parse_listening_inodes
 from loadmem.procfs.smaps_rollup import parse_smaps_rollup, smaps_columns
 from loadmem.procfs.stat import parse_stat, parse_stat_identity
@@ -54,6 +54,24 @@ def test_meminfo_older_kernel_lacks_fields():
     assert "MemAvailable" not in m and "MemTotal" in m
     assert parse_meminfo("") == {}
     assert parse_meminfo("garbage line\nX:\nY: notanumber kB\nZ: 3 kB\n") == {"Z": 3072}
+
+
+@pytest.mark.parametrize("name", ["meminfo", "meminfo_old_kernel"])
+def test_meminfo_layout_reads_what_the_full_parse_reads(name):
+    layout = MeminfoLayout.of(text(name))
+    full = parse_meminfo(text(name))
+    assert layout.keys == tuple(full)
+    assert dict(zip(layout.keys, layout.values(text(name)), strict=True)) == full
+
+
+def test_meminfo_layout_on_a_later_read_and_on_another_layout():
+    layout = MeminfoLayout.of(text("meminfo"))
+    later = text("meminfo").replace(f"MemFree:{' ' * 8}", f"MemFree:{' ' * 7}9", 1)
+    assert later != text("meminfo")
+    assert dict(zip(layout.keys, layout.values(later), strict=True)) == parse_meminfo(later)
+    assert layout.values(text("meminfo_old_kernel")) is None  # fewer fields: a new layout
+    live = Path("/proc/meminfo").read_text()
+    assert MeminfoLayout.of(live).values(live) == list(parse_meminfo(live).values())
 
 
 # --- smaps_rollup ----------------------------------------------------------------------
@@ -204,6 +222,29 @@ def test_memory_stat_v1_and_v2():
     assert v2["anon"] == 104857600
     assert v2["slab"] == v2["slab_reclaimable"] + v2["slab_unreclaimable"]
     assert next(iter(v2)) == "anon"
+
+
+def _memory_stat_line_by_line(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-+").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+@pytest.mark.parametrize("raw", [
+    text("cgroup_v1_memory.stat"),
+    text("memory_v2.stat"),
+    "a 1\nb 2\n",
+    "a 1\nthree words here\nb 2\n",  # not two words a line: taken line by line
+    "a 1\nb x\nc 3\n",  # not a number
+    "a 1 2\n3\n",  # as many words as two a line, but not on every line
+    "  a\t-1 \nb +2\n",  # spaces and signs
+    "",
+])
+def test_memory_stat_fast_split_agrees_with_a_line_by_line_parse(raw):
+    assert parse_memory_stat(raw) == _memory_stat_line_by_line(raw)
 
 
 # --- net/tcp ---------------------------------------------------------------------------

@@ -210,3 +210,27 @@ def test_unchanged_stat_and_status_are_not_parsed_again(fake, monkeypatch):
     third = {r["pid"]: r for r in _tick(sampler, 2).processes}
     assert calls == ["parse_stat"]
     assert third[101]["minflt"] == 100 + DIRTY_MIN_FAULTS and third[100]["minflt"] == 100
+
+
+def test_an_idle_process_row_is_the_last_one_with_the_new_time(fake):
+    """Between its PSS reads an idle process's row is a copy of the previous one with the
+    tick's time; the rows already handed out are never changed, and anything that moves
+    (a fault, a fresh PSS read) gives a row built anew."""
+    _root, put, sampler = fake
+    rows = [{r["pid"]: r for r in _tick(sampler, n).processes} for n in range(3)]
+    assert rows[0][101]["pss_fresh"] and not rows[1][101]["pss_fresh"]
+    kept = dict(rows[1][101])
+    time_keys = {"ts", "t", "tick"}
+    for pid in (100, 101):
+        assert rows[2][pid] is not rows[1][pid]
+        assert rows[2][pid]["tick"] == 2 and rows[2][pid]["t"] == 2.0
+        assert {k: v for k, v in rows[2][pid].items() if k not in time_keys} == {
+            k: v for k, v in rows[1][pid].items() if k not in time_keys}
+    assert rows[1][101] == kept  # the copy did not write through
+    put(101, 100, 5001, minflt=100 + DIRTY_MIN_FAULTS)  # it faults: dirty, read again
+    third = {r["pid"]: r for r in _tick(sampler, 3).processes}
+    assert third[101]["minflt"] == 100 + DIRTY_MIN_FAULTS and third[101]["pss_fresh"]
+    assert third[100]["minflt"] == 100
+    fourth = {r["pid"]: r for r in _tick(sampler, 4).processes}
+    assert not fourth[101]["pss_fresh"] and fourth[101]["pss_read_t"] == 3.0
+    assert fourth[101]["minflt"] == 100 + DIRTY_MIN_FAULTS

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -74,17 +75,13 @@ def parse_mountinfo_cgroups(text: str) -> CgroupMounts:
     return CgroupMounts(v1_memory=v1_memory, v2=v2)
 
 
+_STAT_LINE = re.compile(r"^[ \t]*(\S+)[ \t]+([-+]?\d+)[ \t]*$", re.MULTILINE)
+
+
 def parse_memory_stat(text: str) -> dict[str, int]:
-    """``memory.stat`` (v1 or v2): ``key value`` per line, in file order."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            try:
-                out[parts[0]] = int(parts[1])
-            except ValueError:
-                continue
-    return out
+    """``memory.stat`` (v1 or v2): ``key value`` per line, in file order; lines that are
+    not a key and an integer are skipped. One regular-expression pass: it runs every tick."""
+    return {key: int(value) for key, value in _STAT_LINE.findall(text)}
 
 
 def parse_usage(text: str) -> int:

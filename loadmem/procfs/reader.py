@@ -164,6 +164,26 @@ class KeptOpenProcFS(ProcFS):
             max_open = 1024 if soft == resource.RLIM_INFINITY else min(1024, soft // 4)
         self.max_open = max_open
         self._fds: dict[str, int] = {}
+        # the same descriptors by (pid, name), for read_pid: no path to format and match
+        self._pid_fds: dict[tuple[int, str], int] = {}
+        self._pid_keys: dict[str, tuple[int, str]] = {}
+
+    def read_pid(self, pid: int, name: str) -> str:
+        fd = self._pid_fds.get((pid, name))
+        if fd is not None:
+            try:
+                data = os.pread(fd, _BUF, 0)
+            except OSError:  # gone (or its pid reused): the general path sorts it out
+                data = b""
+            if 0 < len(data) < _BUF:
+                return data.decode("utf-8", "replace")
+        text = super().read_pid(pid, name)
+        path = self.path(pid, name)
+        fd = self._fds.get(path)
+        if fd is not None:
+            self._pid_fds[(pid, name)] = fd
+            self._pid_keys[path] = (pid, name)
+        return text
 
     def _read(self, path: str) -> bytes:
         if not path.endswith(self.KEPT):
@@ -200,5 +220,8 @@ class KeptOpenProcFS(ProcFS):
 
     def _close(self, paths: list[str]) -> None:
         for p in paths:
+            key = self._pid_keys.pop(p, None)
+            if key is not None:
+                del self._pid_fds[key]
             with contextlib.suppress(OSError):
                 os.close(self._fds.pop(p))

@@ -355,9 +355,8 @@ class Recorder:
             writers["processes"].extend(res.processes)
             writers["cgroup"].extend(res.cgroup)
             writers["events"].extend(res.events)
-            keys = {(r["pid"], r["start_time"]) for r in res.processes}
-            if not keys <= self._seen_keys:
-                self._seen_keys = self._seen_keys | keys
+            if res.new_keys:
+                self._seen_keys = self._seen_keys | frozenset(res.new_keys)
             own_pss = None  # the recorder's own PSS: on the ticks it is read, null between
             if t - own_pss_t >= o.pss_max_age:
                 own_pss, own_pss_t = self._own_pss(), t

@@ -26,7 +26,7 @@ from loadmem.procfs.cgroup import (
     parse_usage,
     usage_file,
 )
-from loadmem.procfs.meminfo import parse_meminfo
+from loadmem.procfs.meminfo import MeminfoLayout, parse_meminfo
 from loadmem.procfs.reader import ProcFS
 from loadmem.procfs.smaps_rollup import parse_smaps_rollup, smaps_columns
 from loadmem.procfs.stat import ProcStat, parse_stat
@@ -53,6 +53,7 @@ class TickResult:
     sum_rss: int = 0  # role "target"
     sum_pss: int = 0  # role "target", latest known figures
     target_processes: int = 0
+    new_keys: list[tuple[int, int]] = field(default_factory=list)  # first row of these
 
 
 @dataclass
@@ -71,6 +72,10 @@ class _ProcInfo:
     stat: ProcStat | None = None
     status_text: str | None = None
     status: ProcStatus | None = None
+    # the last row without news (no fresh PSS, no error) and what it was built from: while
+    # those are the same objects, the next row is a copy with the tick's time
+    row: dict[str, Any] | None = None
+    row_from: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -116,13 +121,16 @@ class Sampler:
         self.clk_tck = clk_tck or os.sysconf("SC_CLK_TCK")
         self.read_cgroups = read_cgroups
         self.meminfo_keys: list[str] | None = None
-        self._meminfo_columns: dict[str, str] = {}
+        self._meminfo_layout: MeminfoLayout | None = None
+        self._meminfo_columns: list[str] = []
         self.procs: dict[Key, _ProcInfo] = {}
         self.group_faults: dict[Key, int] = {}
+        self.rowed: set[Key] = set()  # every (pid, start_time) that has had a row
         self.failures: dict[str, int] = {}  # reason -> count over the whole recording
         self._warned: set[tuple[Any, str]] = set()
         self._events: list[dict[str, Any]] = []
         self._mounts: CgroupMounts | None = None
+        self._cgroup_refs: list[CgroupRef] | None = None  # those of self.procs, sorted
         self._t = 0.0
         self._ts: dt.datetime | None = None
 
@@ -177,16 +185,20 @@ class Sampler:
 
     def _system_row(self, common: dict[str, Any]) -> dict[str, Any]:
         """Every /proc/meminfo field, in bytes, under its column name."""
-        meminfo = parse_meminfo(self.procfs.read("meminfo"))
-        if self.meminfo_keys is None:
-            self.meminfo_keys = list(meminfo)
+        text = self.procfs.read("meminfo")
+        layout = self._meminfo_layout
+        values = layout.values(text) if layout is not None else None
+        if values is None:  # the first tick (or a file that does not match the layout)
+            layout = self._meminfo_layout = MeminfoLayout.of(text)
+            self._meminfo_columns = [meminfo_column(k) for k in layout.keys]
+            if self.meminfo_keys is None:
+                self.meminfo_keys = list(layout.keys)
+            values = layout.values(text)
         system = dict(common)
-        columns = self._meminfo_columns
-        for k, v in meminfo.items():
-            col = columns.get(k)
-            if col is None:
-                col = columns[k] = meminfo_column(k)
-            system[col] = v
+        if values is None:  # lines the layout cannot take apart: the slow, general parse
+            system.update((meminfo_column(k), v) for k, v in parse_meminfo(text).items())
+        else:
+            system.update(zip(self._meminfo_columns, values, strict=True))
         return system
 
     def _cheap_tier(self) -> tuple[list[_Sample], int]:
@@ -312,24 +324,36 @@ class Sampler:
             s = info.pss
             zombie = st.state == "Z"  # no address space left: carried figures would lie
             values = s.values if (s.values is not None and not zombie) else _NULL_SMAPS
-            row = {
-                **common,
-                "pid": w.pid, "start_time": w.start_time, "ppid": st.ppid, "name": st.comm,
-                "cmdline": info.cmdline, "role": w.role, "depth": w.depth, "state": st.state,
-                "threads": st.num_threads,
-                "rss": status.rss if status else None,
-                "rss_anon": status.rss_anon if status else None,
-                "rss_file": status.rss_file if status else None,
-                "rss_shmem": status.rss_shmem if status else None,
-                "vm_size": status.vm_size if status else None,
-                "swap": status.swap if status else None,
-                "minflt": st.minflt, "majflt": st.majflt, "utime": st.utime, "stime": st.stime,
-                **values,
-                "pss_fresh": key in reads.fresh,
-                "pss_read_t": None if zombie else s.read_t,
-                "pss_read_us": None if zombie else s.read_us,
-                "error": ";".join(errs) if errs else None,
-            }
+            fresh = key in reads.fresh
+            made_from = (st, status, values, info.cmdline, w.role, w.depth, s.read_t, s.read_us)
+            if info.row is not None and not errs and not fresh and made_from == info.row_from:
+                row = info.row.copy()  # an idle process: only the time moved
+                row.update(common)
+            else:
+                row = {
+                    **common,
+                    "pid": w.pid, "start_time": w.start_time, "ppid": st.ppid,
+                    "name": st.comm, "cmdline": info.cmdline, "role": w.role,
+                    "depth": w.depth, "state": st.state, "threads": st.num_threads,
+                    "rss": status.rss if status else None,
+                    "rss_anon": status.rss_anon if status else None,
+                    "rss_file": status.rss_file if status else None,
+                    "rss_shmem": status.rss_shmem if status else None,
+                    "vm_size": status.vm_size if status else None,
+                    "swap": status.swap if status else None,
+                    "minflt": st.minflt, "majflt": st.majflt, "utime": st.utime,
+                    "stime": st.stime,
+                    **values,
+                    "pss_fresh": fresh,
+                    "pss_read_t": None if zombie else s.read_t,
+                    "pss_read_us": None if zombie else s.read_us,
+                    "error": ";".join(errs) if errs else None,
+                }
+                news = errs or fresh
+                if key not in self.rowed:
+                    self.rowed.add(key)
+                    res.new_keys.append(key)
+                info.row, info.row_from = (None, None) if news else (row, made_from)
             res.processes.append(row)
             if s.read_t is not None and not zombie and not s.denied:
                 age = t - s.read_t
@@ -360,6 +384,7 @@ class Sampler:
         if self.read_cgroups:
             info.cgroup = self._cgroup_of(w.pid)
         self.procs[key] = info
+        self._cgroup_refs = None
         self.event("process_start", f"pid {w.pid} ({w.name})", {
             "pid": w.pid, "start_time": w.start_time, "ppid": w.ppid, "role": w.role,
             "depth": w.depth, "name": w.name,
@@ -370,6 +395,7 @@ class Sampler:
         key = (w.pid, w.start_time)
         if self.procs.pop(key, None) is None:
             return
+        self._cgroup_refs = None
         self.event("process_exit", f"pid {w.pid} ({w.name})",
                    {"pid": w.pid, "start_time": w.start_time, "role": w.role})
 
@@ -398,9 +424,13 @@ class Sampler:
             return None
 
     def _cgroups(self, common: dict[str, Any]) -> list[dict[str, Any]]:
-        refs = {i.cgroup for i in self.procs.values() if i.cgroup is not None}
+        refs = self._cgroup_refs
+        if refs is None:  # the watched set changed since the last tick
+            refs = self._cgroup_refs = sorted(
+                {i.cgroup for i in self.procs.values() if i.cgroup is not None},
+                key=lambda r: (r.version, r.path))
         rows: list[dict[str, Any]] = []
-        for ref in sorted(refs, key=lambda r: (r.version, r.path)):
+        for ref in refs:
             mount = self._mounts.v1_memory if ref.version == 1 else self._mounts.v2  # type: ignore[union-attr]
             if mount is None:
                 continue
@@ -415,5 +445,5 @@ class Sampler:
                 continue
             base_row = {**common, "cgroup": ref.path, "version": ref.version}
             rows.append({**base_row, "key": "usage", "value": usage})
-            rows.extend({**base_row, "key": k, "value": v} for k, v in stat.items())
+            rows += [{**base_row, "key": k, "value": v} for k, v in stat.items()]
         return rows

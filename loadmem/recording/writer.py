@@ -52,28 +52,39 @@ def _file_metadata(table: str) -> dict[bytes, bytes]:
     }
 
 
-def rows_to_table(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+def rows_to_table(rows: list[Mapping[str, Any]], schema: pa.Schema,
+                  struct: pa.StructType | None = None) -> pa.Table:
     """``Table.from_pylist`` in one conversion: the rows as one struct array, then split
     into columns. Missing keys are nulls, extra keys are ignored, as with ``from_pylist``,
     which converts column by column (with a Python-level call and an environment lookup
-    per column: 2.5x the CPU for the 60 columns of a few ``system`` rows)."""
-    arr = pa.array(rows, type=pa.struct(list(schema)))
+    per column: 2.5x the CPU for the 60 columns of a few ``system`` rows). ``struct``: the
+    schema's fields as a struct type, when the caller keeps one."""
+    arr = pa.array(rows, type=struct or pa.struct(list(schema)))
     return pa.Table.from_batches([pa.RecordBatch.from_struct_array(arr)]).replace_schema_metadata(
         schema.metadata)
 
 
-def _write_parquet(table: pa.Table, path: Path, name: str, light: bool = False) -> None:
+def _write_parquet(table: pa.Table, path: Path, name: str, light: bool = False,
+                   dictionary_columns: list[str] | None = None) -> int:
+    """Write ``table`` to ``path`` through a temporary name. ``light``: a segment (see
+    ``TableWriter``); ``dictionary_columns``: its text columns, when the caller knows them
+    (the table's metadata is then taken to be the file metadata already)."""
     tmp = path.with_name("." + path.name + ".tmp")
-    table = table.replace_schema_metadata(_file_metadata(name))
+    if dictionary_columns is None:
+        table = table.replace_schema_metadata(_file_metadata(name))
     with pa.OSFile(str(tmp), "wb") as sink:  # a plain file: no filesystem resolution
         if light:
             # a small segment: zstd, statistics and dictionaries of numbers cost more CPU
             # (and bytes) than they save on a few rows; text columns keep theirs
             pq.write_table(table, sink, compression="none", write_statistics=False,
-                           use_dictionary=_text_columns(table.schema))
+                           use_dictionary=(_text_columns(table.schema)
+                                           if dictionary_columns is None
+                                           else dictionary_columns))
         else:
             pq.write_table(table, sink, compression=COMPRESSION, use_dictionary=True)
+        size = sink.tell()
     os.replace(tmp, path)
+    return size
 
 
 def _text_columns(schema: pa.Schema) -> list[str]:
@@ -146,6 +157,11 @@ class TableWriter:
         self.root = Path(root)
         self.name = name
         self.schema = schema
+        # what every flush needs of the schema, worked out once: segments are written
+        # every few seconds, each time cache-cold
+        self._file_schema = schema.with_metadata(_file_metadata(name))
+        self._struct = pa.struct(list(schema))
+        self._dictionary_columns = _text_columns(schema)
         self.writer_id = writer_id
         self.flush_s = flush_s
         self._rows: list[Mapping[str, Any]] = []
@@ -181,12 +197,12 @@ class TableWriter:
         self._last_flush = time.monotonic() if now is None else now
         if not self._rows:
             return
-        table = rows_to_table(self._rows, self.schema)
+        table = rows_to_table(self._rows, self._file_schema, self._struct)
         self._seq += 1
         path = self._dir / f"{self.writer_id}-{self._seq:06d}.parquet"
-        _write_parquet(table, path, self.name, light=self.light_segments)
+        self.bytes_written += _write_parquet(table, path, self.name, light=self.light_segments,
+                                             dictionary_columns=self._dictionary_columns)
         self.rows_written += len(self._rows)
-        self.bytes_written += path.stat().st_size
         self._rows = []
         self._uncompacted.append(path)
         if self.compact_every and len(self._uncompacted) >= self.compact_every:
