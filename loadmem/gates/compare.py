@@ -274,15 +274,17 @@ def _rest_of_machine(figures: dict[str, float | None]) -> float:
     """How much system used memory moved for reasons other than the watched processes.
 
     |Δ used - Δ watched PSS| (what the service did not cause), or at least |Δ of unwatched
-    processes|: on a shared machine a system-wide figure cannot be more precise than this.
+    processes| or |the unexplained remainder| (which also takes the kernel's own tables
+    out, so it can be a little larger): on a shared machine a system-wide figure cannot be
+    more precise than this.
     """
     used = _clean(figures.get("observe.used_delta_bytes"))
     pss = _clean(figures.get("watched.pss_delta_bytes"))
-    other = _clean(figures.get("other_processes.delta_bytes"))
-    parts = [abs(other) if other is not None else 0.0]
+    parts = [abs(v) for name in ("other_processes.delta_bytes", "unexplained.delta_bytes")
+             if (v := _clean(figures.get(name))) is not None]
     if used is not None and pss is not None:
         parts.append(abs(used - pss))
-    return max(parts)
+    return max(parts, default=0.0)
 
 
 def _per_side_max(recs: Sequence[RecordingSummary], f: Any) -> float:
