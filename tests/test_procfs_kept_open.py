@@ -184,6 +184,20 @@ def test_close_closes_every_kept_descriptor():
     assert _open_fds() == base
 
 
+def test_a_released_descriptor_number_reused_by_another_file_is_not_read():
+    """``read_pid`` finds kept files by (pid, name); after a release or a close, the
+    descriptor number may belong to any file this process opens next."""
+    fs = KeptOpenProcFS()
+    me = os.getpid()
+    for let_go in (lambda: fs.release(me), fs.close):
+        fs.read_pid(me, "stat")
+        let_go()
+        with open("/proc/meminfo") as other:  # likely takes the number just freed
+            assert parse_stat(fs.read_pid(me, "stat")).pid == me
+            assert other.read().startswith("MemTotal:")
+        fs.close()
+
+
 def test_recorder_closes_its_kept_files(tmp_path: Path):
     child = _sleeper()
     try:

@@ -164,9 +164,9 @@ class KeptOpenProcFS(ProcFS):
             max_open = 1024 if soft == resource.RLIM_INFINITY else min(1024, soft // 4)
         self.max_open = max_open
         self._fds: dict[str, int] = {}
-        # the same descriptors by (pid, name), for read_pid: no path to format and match
+        # the descriptors of process files again, by (pid, name), for read_pid: no path to
+        # format and match
         self._pid_fds: dict[tuple[int, str], int] = {}
-        self._pid_keys: dict[str, tuple[int, str]] = {}
 
     def read_pid(self, pid: int, name: str) -> str:
         fd = self._pid_fds.get((pid, name))
@@ -182,7 +182,6 @@ class KeptOpenProcFS(ProcFS):
         fd = self._fds.get(path)
         if fd is not None:
             self._pid_fds[(pid, name)] = fd
-            self._pid_keys[path] = (pid, name)
         return text
 
     def _read(self, path: str) -> bytes:
@@ -220,8 +219,8 @@ class KeptOpenProcFS(ProcFS):
 
     def _close(self, paths: list[str]) -> None:
         for p in paths:
-            key = self._pid_keys.pop(p, None)
-            if key is not None:
-                del self._pid_fds[key]
+            pid, sep, name = p[len(self.root) + 1:].partition("/")  # ROOT/PID/NAME
+            if sep and pid.isdigit():
+                self._pid_fds.pop((int(pid), name), None)
             with contextlib.suppress(OSError):
                 os.close(self._fds.pop(p))

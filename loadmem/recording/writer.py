@@ -66,20 +66,21 @@ def rows_to_table(rows: list[Mapping[str, Any]], schema: pa.Schema,
 
 def _write_parquet(table: pa.Table, path: Path, name: str, light: bool = False,
                    dictionary_columns: list[str] | None = None) -> int:
-    """Write ``table`` to ``path`` through a temporary name. ``light``: a segment (see
-    ``TableWriter``); ``dictionary_columns``: its text columns, when the caller knows them
-    (the table's metadata is then taken to be the file metadata already)."""
+    """Write ``table`` to ``path`` through a temporary name, with the file metadata of
+    table ``name`` (kept as is when the table carries it already). ``light``: a segment
+    (see ``TableWriter``); ``dictionary_columns``: its text columns, when the caller keeps
+    them."""
     tmp = path.with_name("." + path.name + ".tmp")
-    if dictionary_columns is None:
+    if (table.schema.metadata or {}).get(b"loadmem.table") != name.encode():
         table = table.replace_schema_metadata(_file_metadata(name))
+    if light and dictionary_columns is None:
+        dictionary_columns = _text_columns(table.schema)
     with pa.OSFile(str(tmp), "wb") as sink:  # a plain file: no filesystem resolution
         if light:
             # a small segment: zstd, statistics and dictionaries of numbers cost more CPU
             # (and bytes) than they save on a few rows; text columns keep theirs
             pq.write_table(table, sink, compression="none", write_statistics=False,
-                           use_dictionary=(_text_columns(table.schema)
-                                           if dictionary_columns is None
-                                           else dictionary_columns))
+                           use_dictionary=dictionary_columns)
         else:
             pq.write_table(table, sink, compression=COMPRESSION, use_dictionary=True)
         size = sink.tell()
