@@ -10,12 +10,12 @@ import json
 
 import pytest
 
+from loadmem.analysis.figures import lookup
+from loadmem.compare.comparison import RecordingSummary, compare
+from loadmem.compare.noise import RecordingNoise
 from loadmem.errors import LoadmemError
-from loadmem.gates.compare import RecordingSummary, compare
-from loadmem.gates.compare_render import render_json, render_markdown, render_text
 from loadmem.gates.config import RegressionBudget
-from loadmem.gates.metrics import lookup
-from loadmem.gates.noise import RecordingNoise
+from loadmem.presentation.compare_render import render_json, render_markdown, render_text
 
 MIB = float(2**20)
 

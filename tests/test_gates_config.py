@@ -123,7 +123,7 @@ def test_ci_example_config_is_accepted():
 
 
 def test_docs_list_every_metric_and_alias():
-    from loadmem.gates.metrics import METRICS
+    from loadmem.analysis.figures import METRICS
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "gates.md").read_text()
     for m in METRICS:

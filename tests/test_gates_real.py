@@ -98,7 +98,7 @@ def test_bad_input_is_one_line_exit_2(recs, tmp_path):
 def test_catalogue_matches_the_analyzer(recs):
     """Every catalogued figure is one the analyzer really publishes (names are a contract)."""
     from loadmem.analysis import analyze
-    from loadmem.gates.metrics import METRICS
+    from loadmem.analysis.figures import METRICS
 
     published = set(analyze(recs["drain"]).figures)
     catalogued = {m.name for m in METRICS if not m.derived}

@@ -25,9 +25,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from loadmem.gates.compare import compare_recordings
-from loadmem.gates.compare_render import render_json, render_markdown, render_text
+from loadmem.compare.comparison import compare_recordings
 from loadmem.gates.config import load_config, resolve_config
+from loadmem.presentation.compare_render import render_json, render_markdown, render_text
 from loadmem.units import percent_arg
 
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         budgets=config.regression_budgets,
     )
     if args.plot:
-        from loadmem.gates.compare_plot import plot_comparison
+        from loadmem.presentation.compare_plot import plot_comparison
         from loadmem.recording import open_recording
 
         plot_comparison(

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from loadmem.gates.listing import list_recordings
+from loadmem.recording.catalog import list_recordings
 from loadmem.units import format_bytes, format_duration
 
 

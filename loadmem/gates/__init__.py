@@ -1,4 +1,4 @@
-"""CI gates and release comparison: budgets from TOML, evaluation, JUnit, Markdown.
+"""CI gates: budgets from TOML, evaluation, JUnit; rendering lives in ``loadmem.presentation``.
 
 ``run_gates(recording_path)`` is the one call ``loadmem gate`` and ``loadmem run --gate``
 make: open the recording, analyse it, evaluate the configured budgets, return a
@@ -13,7 +13,7 @@ from pathlib import Path
 from loadmem.gates.config import GateConfig, load_config, resolve_config
 from loadmem.gates.evaluate import GateReport, GateResult, evaluate
 from loadmem.gates.junit import write_junit
-from loadmem.gates.render import render_json, render_markdown, render_text
+from loadmem.presentation.gate_render import render_json, render_markdown, render_text
 
 __all__ = [
     "GateConfig",

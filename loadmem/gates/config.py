@@ -1,7 +1,7 @@
 """Gate budgets from TOML: ``[tool.loadmem.gates]`` (pyproject.toml) or ``[gates]`` (loadmem.toml).
 
 A gate is a table naming a metric (a figure of ``docs/analysis.md`` or an alias, see
-``loadmem.gates.metrics``), a comparison (``max`` or ``min``) and a budget written in the
+``loadmem.analysis.figures``), a comparison (``max`` or ``min``) and a budget written in the
 metric's unit::
 
     [gates]
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from loadmem.analysis.figures import Metric, lookup
 from loadmem.errors import LoadmemError
-from loadmem.gates.metrics import Metric, lookup
 from loadmem.units import parse_duration, parse_percent, parse_size
 
 Comparison = Literal["max", "min"]

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from loadmem.analysis.figures import analysis_figures, format_value
 from loadmem.analysis.model import Analysis
 from loadmem.errors import EXIT_FINDING, EXIT_OK
 from loadmem.gates.config import Gate
-from loadmem.gates.metrics import analysis_figures, format_value
 
 Status = Literal["pass", "fail", "skip"]
 

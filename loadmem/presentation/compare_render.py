@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from loadmem.gates.compare import Comparison, FigureChange
-from loadmem.gates.metrics import format_value
+from loadmem.analysis.figures import format_value
+from loadmem.compare.comparison import Comparison, FigureChange
 
 _VERDICT_ICON = {"better": "🟢", "worse": "🔴", "within noise": "⚪", "changed": "🔵", "n/a": ""}
 

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loadmem.compare.noise import recording_noise
 from loadmem.errors import LoadmemError
-from loadmem.gates.noise import recording_noise
 from loadmem.recording.reader import Recording
 
 MIB = float(2**20)

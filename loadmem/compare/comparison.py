@@ -3,7 +3,7 @@
 Recordings are split in two sides: the first ``base_count`` are the base (the last
 release), the rest the new side. Several recordings on a side are repeats of one
 release: their spread is the best noise estimate. For every figure of the metric catalogue
-(``loadmem.gates.metrics``) the comparison gives each recording's value, the change of the
+(``loadmem.analysis.figures``) the comparison gives each recording's value, the change of the
 side means (absolute and relative), the noise, and a verdict:
 
 - ``within noise``: |change| <= noise;
@@ -12,7 +12,7 @@ side means (absolute and relative), the noise, and a verdict:
 - ``n/a``: a side lacks the figure.
 
 Noise = the largest of: the spread of repeats on either side; 3 x sqrt(2) x the baseline
-sigma of the series the figure is made of (``loadmem.gates.noise``; plus, for system-wide
+sigma of the series the figure is made of (``loadmem.compare.noise``; plus, for system-wide
 figures, what the rest of the machine did: |Δ used - Δ watched PSS|, largest per side,
 summed over the two sides); 3 x
 the uncertainty of the request-interval means; and a floor per unit (e.g. 4 MiB, 1 ms,
@@ -33,10 +33,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from loadmem.analysis.figures import METRICS, Metric, analysis_figures, format_value
+from loadmem.compare.noise import RecordingNoise, recording_noise
 from loadmem.errors import EXIT_FINDING, EXIT_OK, LoadmemError
 from loadmem.gates.config import RegressionBudget
-from loadmem.gates.metrics import METRICS, Metric, analysis_figures, format_value
-from loadmem.gates.noise import RecordingNoise, recording_noise
 
 #: Smallest change that counts, per unit: (absolute, fraction of the base value).
 NOISE_FLOORS: dict[str, tuple[float, float]] = {
@@ -260,7 +260,7 @@ def _figure_noise(
         if denominators:
             bytes_metric = "watched.rss_delta_bytes" if "rss" in metric.name else \
                 "watched.pss_delta_bytes"
-            from loadmem.gates.metrics import BY_NAME
+            from loadmem.analysis.figures import BY_NAME
 
             byte_noise, source = _figure_noise(BY_NAME[bytes_metric], [], [], recs, None)
             candidates.append((byte_noise / min(denominators), source + " (as a ratio)"))
