@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from loadmem.gates import render_json, render_markdown, render_text, run_gates, write_junit
+from loadmem.presentation.escape import terminal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         render_markdown(report, sys.stdout)
     else:
         for note in report.notes:
-            print(f"note: {note}", file=sys.stderr)
+            print(f"note: {terminal(note)}", file=sys.stderr)
         render_text(report, sys.stdout)
         if args.junit:
             print(f"JUnit report written to {args.junit}", file=sys.stderr)

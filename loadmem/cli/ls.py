@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from loadmem.presentation.escape import terminal
 from loadmem.recording.catalog import list_recordings
 from loadmem.units import format_bytes, format_duration
 
@@ -34,13 +35,13 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(e.to_dict(), default=str))
         return 0
     if not entries:
-        print(f"no recordings in {args.directory}", file=sys.stderr)
+        print(f"no recordings in {terminal(args.directory)}", file=sys.stderr)
         return 0
     header = ["recording", "label", "started (UTC)", "target", "duration", "used Δ",
               "requests", "failures", "status"]
     rows = [header]
     for e in entries:
-        rows.append([
+        rows.append([terminal(cell) for cell in (
             e.path.name,
             e.label or "-",
             (e.started or "-").replace("T", " ").rstrip("Z"),
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             "-" if e.requests is None else str(e.requests),
             "-" if e.failures is None else str(e.failures),
             e.status + (f" ({e.problem})" if e.problem else ""),
-        ])
+        )])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

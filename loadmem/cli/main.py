@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from loadmem import __version__
 from loadmem.errors import EXIT_USAGE, LoadmemError
+from loadmem.presentation.escape import terminal
 
 #: Subcommands in the order ``--help`` lists them.
 COMMANDS = ("run", "record", "analyze", "plot", "report", "gate", "compare", "ls")
@@ -65,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except LoadmemError as e:
-        print(f"loadmem {args.command}: error: {e}", file=sys.stderr)
+        # One line, whatever the message quotes (a path, a process name, a library's error)
+        print(f"loadmem {args.command}: error: {terminal(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"loadmem {args.command}: interrupted", file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from loadmem.analysis.model import Analysis
 from loadmem.errors import LoadmemError
+from loadmem.presentation.escape import terminal
 from loadmem.recording.reader import Recording, open_recording
 
 WINDOW_HELP = (
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     rec, analysis = analysed(args.recording, args.window)
     out = args.output or rec.path / "plot.png"
     save_plot(rec, analysis, out, window=analysis.window if args.window else None)
-    print(f"wrote {out}")
-    print(f"next: loadmem report {rec.path}   (one HTML file: verdict, findings, figure, tables)")
+    print(f"wrote {terminal(out)}")
+    print(f"next: loadmem report {terminal(rec.path)}   "
+          "(one HTML file: verdict, findings, figure, tables)")
     return 0

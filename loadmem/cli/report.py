@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 
 from loadmem.cli.plot import WINDOW_HELP, analysed
+from loadmem.presentation.escape import terminal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
     rec, analysis = analysed(args.recording, args.window)
     out = args.output or rec.path / "report.html"
     write_report(rec, analysis, out, window=analysis.window if args.window else None)
-    print(f"wrote {out}  [{analysis.severity.upper()}] {analysis.headline}")
-    print(f"next: open {out} in a browser, or keep it as a CI artifact")
+    print(f"wrote {terminal(out)}  [{analysis.severity.upper()}] {terminal(analysis.headline)}")
+    print(f"next: open {terminal(out)} in a browser, or keep it as a CI artifact")
     return 0

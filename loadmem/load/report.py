@@ -14,6 +14,7 @@ from typing import IO
 from loadmem.errors import LoadmemError
 from loadmem.load.orchestrator import RunResult
 from loadmem.load.summary import summary_lines
+from loadmem.presentation.escape import terminal
 from loadmem.recording.reader import Recording, open_recording
 
 
@@ -25,13 +26,13 @@ def _verdict(rec: Recording, out: IO[str]) -> None:
     try:
         analysis = analyze(rec)
     except LoadmemError as e:
-        print(f"verdict:  not available ({e})", file=out)
+        print(f"verdict:  not available ({terminal(e)})", file=out)
         return
     except Exception as e:  # the analyzer is a bonus here; never lose the run over it
-        print(f"verdict:  analysis failed ({type(e).__name__}: {e}); "
-              f"try `loadmem analyze {rec.path}`", file=out)
+        print(f"verdict:  analysis failed ({type(e).__name__}: {terminal(e)}); "
+              f"try `loadmem analyze {terminal(rec.path)}`", file=out)
         return
-    print(f"verdict:  {analysis.headline}", file=out)
+    print(f"verdict:  {terminal(analysis.headline)}", file=out)
 
 
 def _gates(path: Path, gate: str, out: IO[str]) -> int:
@@ -52,10 +53,10 @@ def finish(result: RunResult, gate: str | None = None, out: IO[str] | None = Non
     try:
         rec = open_recording(result.path)
     except LoadmemError as e:
-        print(f"note: the recording cannot be read back: {e}", file=out)
-    print(f"loadmem run: {result.status}; scenario {result.scenario.path}, target "
-          f"{'demo ' + result.target.url if result.target.is_demo else result.target.url}",
-          file=out)
+        print(f"note: the recording cannot be read back: {terminal(e)}", file=out)
+    target = ("demo " if result.target.is_demo else "") + result.target.url
+    print(f"loadmem run: {result.status}; scenario {terminal(result.scenario.path)}, target "
+          f"{terminal(target)}", file=out)
     for line in summary_lines(result, rec):
         print(line, file=out)
     if rec is not None and result.recorded and result.status == "complete":

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loadmem.load.orchestrator import RunResult
+from loadmem.presentation.escape import terminal
 from loadmem.recording.reader import Recording
 from loadmem.units import format_bytes, format_duration
 
@@ -98,7 +99,7 @@ def summary_lines(result: RunResult, rec: Recording | None) -> list[str]:
     ph = []
     for p in result.phases:
         dur = (p.t_end - p.t_start) if p.t_end is not None else None
-        note = "" if p.reason in ("duration", "done", "shape", None) else f" ({p.reason})"
+        note = "" if p.reason in ("duration", "done", "shape", None) else f" ({terminal(p.reason)})"
         ph.append(f"{p.phase} {format_duration(dur)}{note}")
     lines.append("phases:   " + (", ".join(ph) or "none"))
     total = next((r for r in result.totals if r.get("name") == "Aggregated"), None)
@@ -131,5 +132,5 @@ def summary_lines(result: RunResult, rec: Recording | None) -> list[str]:
             if not after.processes:
                 lines.append("          (no target process was found: check --target/--watch-*)")
     for w in result.warnings:
-        lines.append(f"warning:  {w}")
+        lines.append(f"warning:  {terminal(w)}")
     return lines

@@ -7,12 +7,13 @@ from typing import TextIO
 
 from loadmem.analysis.figures import format_value
 from loadmem.compare.comparison import Comparison, FigureChange
+from loadmem.presentation.escape import markdown, terminal
 
 _VERDICT_ICON = {"better": "🟢", "worse": "🔴", "within noise": "⚪", "changed": "🔵", "n/a": ""}
 
 
 def _columns(comp: Comparison) -> list[str]:
-    return [f"{r.side}:{r.name}" for r in comp.recordings]
+    return [f"{r.side}:{terminal(r.name)}" for r in comp.recordings]
 
 
 def _row(c: FigureChange) -> list[str]:
@@ -32,9 +33,10 @@ def _row(c: FigureChange) -> list[str]:
 
 def render_text(comp: Comparison, stream: TextIO) -> None:
     """Verdict first, then one row per figure."""
-    stream.write(f"loadmem compare: {comp.headline()}\n")
+    stream.write(f"loadmem compare: {terminal(comp.headline())}\n")
     for r in comp.recordings:
-        stream.write(f"  {r.side:<4} {r.name}: {r.path} (noise from {r.noise.window})\n")
+        stream.write(f"  {r.side:<4} {terminal(r.name)}: {terminal(r.path)} "
+                     f"(noise from {r.noise.window})\n")
     header = ["figure", *_columns(comp), "change", "rel", "noise", "verdict"]
     rows = [header, *[_row(c) for c in comp.changes]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -49,14 +51,14 @@ def render_text(comp: Comparison, stream: TextIO) -> None:
         word = "FAILED" if comp.regressions else "passed"
         stream.write(f"regression check {word}: {len(comp.regressions)} regression(s)\n")
     for note in comp.notes:
-        stream.write(f"note: {note}\n")
+        stream.write(f"note: {terminal(note)}\n")
 
 
 def render_markdown(comp: Comparison, stream: TextIO) -> None:
     icon = "❌" if comp.regressions else "✅"
-    stream.write(f"### {icon} loadmem compare\n\n{comp.headline()}\n\n")
+    stream.write(f"### {icon} loadmem compare\n\n{markdown(comp.headline(), line_start=True)}\n\n")
     header = ["figure", *_columns(comp), "change", "rel", "noise", "verdict"]
-    stream.write("| " + " | ".join(h.replace("|", "\\|") for h in header) + " |\n")
+    stream.write("| " + " | ".join(markdown(h) for h in header) + " |\n")
     stream.write("|---|" + "---:|" * (len(header) - 2) + "---|\n")
     for c in comp.changes:
         row = _row(c)

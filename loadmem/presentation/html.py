@@ -6,15 +6,15 @@ observer's own cost. The file needs nothing else: CSS is inline, there is no scr
 URL to fetch, so it opens the same from a CI artifact store, an e-mail or a laptop offline.
 
 Every piece of text that comes from a recording or an analysis (labels, command lines,
-process names, statements) goes through ``html.escape``. Numbers are shown as the analyzer
-gave them, formatted by the unit in their name (``_bytes``, ``_s``, ``_ms``, ``_ratio``);
-nothing is recomputed here except the recorder-table totals the metadata section lists.
+process names, statements) goes through ``loadmem.presentation.escape.html``. Numbers are
+shown as the analyzer gave them, formatted by the unit in their name (``_bytes``, ``_s``,
+``_ms``, ``_ratio``); nothing is recomputed here except the recorder-table totals the
+metadata section lists.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -30,6 +30,7 @@ import numpy as np
 from loadmem import __version__
 from loadmem.analysis.model import Analysis, Finding, Window
 from loadmem.errors import LoadmemError
+from loadmem.presentation import escape
 from loadmem.presentation.plot import PNG_DPI, render_figure
 from loadmem.recording.reader import Recording, open_recording
 from loadmem.units import format_bytes, format_duration
@@ -103,7 +104,7 @@ def _e(value: Any) -> str:
     A URL in it (the load target, say) has its first slash written as ``&#47;``: it shows and
     copies the same, yet the file contains no ``http://`` at all, so nothing (a browser, a
     CI artifact scanner, our own test) can take it for a reference to fetch."""
-    return html.escape(str(value), quote=True).replace("://", ":&#47;/")
+    return escape.html(value)
 
 
 def _is_num(v: Any) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from loadmem.analysis.model import Analysis, severity_rank
+from loadmem.presentation.escape import markdown
 from loadmem.presentation.text import EVIDENCE_FIGURES, format_figure
 from loadmem.units import format_duration
 
@@ -16,7 +17,7 @@ _ICON = {"ok": "✅", "info": "ℹ️", "warning": "⚠️", "critical": "🛑"}
 
 
 def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return markdown(text)
 
 
 def render(analysis: Analysis, stream: TextIO) -> None:
@@ -54,7 +55,7 @@ def render(analysis: Analysis, stream: TextIO) -> None:
     if a.notes:
         w("\n**Notes**\n\n")
         for n in a.notes:
-            w(f"- {_cell(n)}\n")
+            w(f"- {markdown(n, line_start=True)}\n")
 
 
 def _diff(p: dict[str, Any], what: str) -> float | None:

@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 
 from loadmem.analysis.model import Analysis, Finding, Window, severity_rank
 from loadmem.errors import LoadmemError
+from loadmem.presentation import escape
 from loadmem.presentation.downsample import DEFAULT_MAX_POINTS, envelope_indices
 from loadmem.presentation.plot_series import (
     LoadSeries,
@@ -532,7 +533,8 @@ def render_figure(
     axs[-1].set_xlim(ctx.x(data.t_start), ctx.x(max(data.t_end, data.t_start + 1e-9)))
     name = analysis.label or Path(analysis.recording).name
     headline = textwrap.fill(f"[{analysis.severity.upper()}] {analysis.headline}", 130)
-    fig.suptitle(f"loadmem: {name}\n{headline}", x=0.01, ha="left", fontsize=10.5)
+    fig.suptitle(f"loadmem: {escape.plot(name)}\n{escape.plot(headline)}", x=0.01, ha="left",
+                 fontsize=10.5)
     return fig
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from loadmem.analysis.model import Analysis, severity_rank
+from loadmem.presentation.escape import terminal
 from loadmem.units import format_bytes, format_duration
 
 #: Key figures shown in the evidence table, in order, with a human label.
@@ -99,10 +100,11 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
     """Write the human report: verdict, findings, evidence table, phases, processes, notes."""
     a = analysis
     w = stream.write
-    title = f"loadmem analyze {a.recording}" + (f" [{a.label}]" if a.label else "")
+    title = f"loadmem analyze {terminal(a.recording)}" + (
+        f" [{terminal(a.label)}]" if a.label else "")
     w(title + "\n\n")
     w(f"Verdict: {a.severity.upper()}\n")
-    for line in _wrap(a.headline, "  ", width):
+    for line in _wrap(terminal(a.headline), "  ", width):
         w(line + "\n")
     w("\nFindings\n")
     findings = sorted(a.findings, key=lambda f: -severity_rank(f.severity))
@@ -111,7 +113,7 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
             w(f"  [{f.severity}] {f.id}: the verdict above\n")
             continue
         w(f"  [{f.severity}] {f.id}\n")
-        for line in _wrap(f.statement, "      ", width):
+        for line in _wrap(terminal(f.statement), "      ", width):
             w(line + "\n")
     win = a.window
     w(
@@ -129,7 +131,7 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
         w("\nPhases\n")
         prow = [
             (
-                p["name"],
+                terminal(p["name"]),
                 format_duration(p["start_s"]),
                 format_duration(p["duration_s"]),
                 str(p.get("requests") or 0),
@@ -162,9 +164,9 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
         rows2 = [
             (
                 str(p["pid"]),
-                str(p.get("name") or "?"),
-                p.get("group", ""),
-                p.get("role", ""),
+                terminal(p.get("name") or "?"),
+                terminal(p.get("group", "")),
+                terminal(p.get("role", "")),
                 format_figure("b_bytes", p.get("rss_end_bytes")),
                 format_figure("b_bytes", p.get("pss_end_bytes")),
                 format_figure("b_bytes", p.get("uss_end_bytes")),
@@ -183,7 +185,7 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
     if a.notes:
         w("\nNotes\n")
         for n in a.notes:
-            for line in _wrap(n, "    ", width, first="  - "):
+            for line in _wrap(terminal(n), "    ", width, first="  - "):
                 w(line + "\n")
 
 
