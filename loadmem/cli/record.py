@@ -7,8 +7,11 @@ CPU) are read every tick; /proc/PID/smaps_rollup (PSS, shared/private dirty...) 
 tables and is read within a CPU budget (--pss-budget), most urgent processes first: never
 read, older than --pss-max-age, or faulting. Each PSS figure carries the time it was read.
 
-Select processes with --pid, --match and --port (each may repeat). With no selector the
-recording holds system-wide figures only. PSS needs the processes' user or root: other
+Select processes with --pid, --match, --port, --cgroup, --container and --unit (each may
+repeat). --port finds the server in any network namespace, also behind a userland proxy
+(docker-proxy, rootlesskit, slirp4netns, pasta, kubectl port-forward, or any process that
+only forwards): the server is watched, the proxy is recorded with role "proxy". With no
+selector the recording holds system-wide figures only. PSS needs the processes' user or root: other
 processes are recorded without it (error "smaps:access-denied"). When it stops, it prints
 where the recording is and the next command to run: loadmem analyze DIR.
 
@@ -17,6 +20,8 @@ examples:
   loadmem record --match 'gunicorn: master' --interval 0.5s
   loadmem record --pid 4242 --pss-budget 5% --out recordings/before-fix
   loadmem record --match unicorn --label release-2.3  # Ctrl-C to stop
+  loadmem record --container web --duration 30m      # a docker/podman/Kubernetes container
+  loadmem record --unit nginx --cgroup /system.slice/app.service
 """
 
 from __future__ import annotations
@@ -59,8 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="watch processes whose name or command line matches REGEX "
                           "(Python syntax, searched anywhere), with their descendants")
     sel.add_argument("--port", type=_port, action="append", default=[], metavar="PORT",
-                     help="watch the process listening on TCP PORT on this machine (the "
-                          "master, not its workers, is the root) and its descendants")
+                     help="watch the server listening on TCP PORT on this machine (the "
+                          "master, not its workers, is the root) and its descendants; in "
+                          "another network namespace (a container) too, also behind a "
+                          "userland proxy such as docker-proxy")
+    sel.add_argument("--cgroup", action="append", default=[], metavar="PATH",
+                     help="watch exactly the processes in this cgroup and the cgroups below "
+                          "it, re-read every tick; PATH as in /proc/PID/cgroup "
+                          "(/system.slice/app.service), v1 or v2")
+    sel.add_argument("--container", action="append", default=[], metavar="NAME|ID",
+                     help="watch a docker, podman, containerd or Kubernetes container: its id "
+                          "(or a unique prefix) as found in /proc/PID/cgroup; a name is "
+                          "turned into an id by the runtime's CLI when one is installed")
+    sel.add_argument("--unit", action="append", default=[], metavar="NAME",
+                     help="watch the processes of a systemd unit (nginx or nginx.service)")
     s = parser.add_argument_group("sampling")
     s.add_argument("--duration", type=duration_arg, metavar="D",
                    help="stop after D (90, 30s, 10m, 2h); default: until Ctrl-C or SIGTERM")
@@ -95,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("recordings") / time.strftime("record-%Y%m%dT%H%M%SZ", time.gmtime())
     options = RecordOptions(
         out=out,
-        selection=Selection(pids=args.pid, patterns=args.match, ports=args.port),
+        selection=Selection(pids=args.pid, patterns=args.match, ports=args.port,
+                            cgroups=args.cgroup, containers=args.container, units=args.unit),
         interval=args.interval,
         duration=args.duration,
         flush=args.flush,
@@ -111,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
         argv=["loadmem", *sys.argv[1:]],
         lean=True,
     )
-    result = Recorder(options).run()
     msg = sys.stderr if args.status_stdout else sys.stdout
+    options.announce = lambda line: print(f"watching: {line}", file=msg, flush=True)
+    result = Recorder(options).run()
     failures = ", ".join(f"{k} x{v}" for k, v in sorted(result.failures.items()))
     print(
         f"recorded {result.ticks} samples of {result.processes} processes "

@@ -51,6 +51,7 @@ from loadmem.load.preflight import ScenarioInfo, check_scenario, check_target, r
 from loadmem.load.recorder_link import NoRecorder, RecorderProcess
 from loadmem.load.status import StatusLine
 from loadmem.load.target import Target, check_recordable, parse_target
+from loadmem.recorder.selected import selected_lines
 from loadmem.recording.schema import EVENTS, REQUESTS
 from loadmem.recording.writer import TableWriter, finalize, prepare_output, update_meta
 
@@ -369,6 +370,8 @@ class Orchestrator:
             self.events = TableWriter(o.out, "events", EVENTS, writer_id="run")
             self.echo(f"recording to {o.out}" if not o.no_record else
                       f"run-only recording (no memory sampling) in {o.out}")
+            for line in selected_lines(meta):  # what --target's port resolved to
+                self.echo(f"watching: {line}")
             try:
                 self._phases(scenario, target, recorder)
             except Aborted:

@@ -29,6 +29,43 @@ class CgroupRef:
 class CgroupMounts:
     v1_memory: str | None = None  # mount point of the v1 memory controller
     v2: str | None = None  # mount point of the v2 unified hierarchy
+    v1_systemd: str | None = None  # the v1 ``name=systemd`` hierarchy (systemd on v1 hosts)
+
+    def directory(self, version: int, path: str) -> str | None:
+        """The directory of memory cgroup ``path`` (v1 memory controller or v2)."""
+        mount = self.v1_memory if version == 1 else self.v2
+        return None if mount is None else mount + path.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcCgroups:
+    """Every cgroup line of ``/proc/PID/cgroup`` that matters here (None when absent)."""
+
+    v1_memory: str | None = None
+    v2: str | None = None
+    v1_systemd: str | None = None
+
+    def paths(self) -> list[str]:
+        return [p for p in (self.v1_memory, self.v2, self.v1_systemd) if p is not None]
+
+
+def parse_proc_cgroups(text: str) -> ProcCgroups:
+    """The v1 memory, v2 and v1 ``name=systemd`` paths of ``/proc/PID/cgroup``."""
+    v1 = v2 = sd = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, controllers, path = parts
+        if hid == "0" and controllers == "":
+            v2 = path
+        else:
+            names = controllers.split(",")
+            if "memory" in names:
+                v1 = path
+            if "name=systemd" in names:
+                sd = path
+    return ProcCgroups(v1, v2, sd)
 
 
 def parse_proc_cgroup(text: str, mounts: CgroupMounts | None = None) -> CgroupRef | None:
@@ -57,7 +94,7 @@ def parse_mountinfo_cgroups(text: str) -> CgroupMounts:
     the fields after `` - `` are fstype, source and super options (which name the
     controllers for v1).
     """
-    v1_memory = v2 = None
+    v1_memory = v2 = v1_systemd = None
     for line in text.splitlines():
         left, sep, right = line.partition(" - ")
         if not sep:
@@ -70,9 +107,13 @@ def parse_mountinfo_cgroups(text: str) -> CgroupMounts:
             continue
         if fstype == "cgroup2" and v2 is None:
             v2 = mount_point
-        elif fstype == "cgroup" and "memory" in super_opts.split(",") and v1_memory is None:
-            v1_memory = mount_point
-    return CgroupMounts(v1_memory=v1_memory, v2=v2)
+        elif fstype == "cgroup":
+            opts = super_opts.split(",")
+            if "memory" in opts and v1_memory is None:
+                v1_memory = mount_point
+            if "name=systemd" in opts and v1_systemd is None:
+                v1_systemd = mount_point
+    return CgroupMounts(v1_memory=v1_memory, v2=v2, v1_systemd=v1_systemd)
 
 
 _STAT_LINE = re.compile(r"^[ \t]*(\S+)[ \t]+([-+]?\d+)[ \t]*$", re.MULTILINE)
@@ -91,3 +132,8 @@ def parse_usage(text: str) -> int:
 
 def usage_file(version: int) -> str:
     return "memory.current" if version == 2 else "memory.usage_in_bytes"
+
+
+def parse_cgroup_procs(text: str) -> list[int]:
+    """``cgroup.procs``: one pid (thread group id) a line."""
+    return [int(x) for x in text.split() if x.isdigit()]

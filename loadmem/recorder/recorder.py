@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,6 +43,7 @@ from loadmem.procfs.smaps_rollup import parse_smaps_rollup
 from loadmem.recorder.meta import build_meta
 from loadmem.recorder.sampler import Sampler, TickResult
 from loadmem.recorder.scheduler import TokenBucket
+from loadmem.recorder.selected import selected_lines
 from loadmem.recorder.selection import ProcessSelector, Selection
 from loadmem.recording import schema
 from loadmem.recording.writer import (
@@ -80,6 +82,8 @@ class RecordOptions:
     handle_signals: bool = True
     read_cgroups: bool = True
     lean: bool = False  # a process that only records: keep pandas out (keep_pandas_out)
+    #: called with one line per selector saying what it found (before the first tick)
+    announce: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -267,6 +271,10 @@ class Recorder:
             duration=o.duration, selection=o.selection.to_dict(), argv=argv, label=o.label,
             redacted=o.redact,
         )
+        meta["selected"] = selector.selected
+        if o.announce is not None:
+            for line in selected_lines(meta):
+                o.announce(line)
         bucket = TokenBucket(o.pss_budget, BUDGET_CAP_S)
         sampler = Sampler(selector, bucket, self.procfs, max_age=o.pss_max_age,
                           interval=o.interval, redact=redact, read_cgroups=o.read_cgroups)
@@ -487,6 +495,7 @@ class Recorder:
             out, status=status, stop_reason=self.stop_reason, end_epoch=time.time(),
             end_monotonic=time.monotonic(), ticks=ticks, processes_seen=len(self._seen_keys),
             failures=dict(sampler.failures), finalized=finalized,
+            selected=sampler.selector.selected,
             recorder_cpu_s=times.user + times.system,
             rows={name: w.rows_written for name, w in writers.items()},
             bytes_written={name: w.bytes_written for name, w in writers.items()},

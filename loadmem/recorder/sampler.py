@@ -167,6 +167,8 @@ class Sampler:
         common = {"ts": ts, "t": t, "tick": tick_no}
         system = self._system_row(common)
         added, gone = self.selector.update()
+        for message, data in self.selector.take_notes():
+            self.event("warning" if "reason" in data else "note", message, data)
         for w in gone:
             self._exit(w)
         for w in added:
