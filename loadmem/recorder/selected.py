@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from loadmem.errors import ProcessError
+from loadmem.presentation.escape import terminal as printable
 from loadmem.procfs.cgroup import parse_proc_cgroups
 from loadmem.procfs.container_id import container_in_path
 from loadmem.procfs.reader import ProcFS
@@ -32,13 +33,6 @@ from loadmem.recorder.cgroups import CgroupTarget
 from loadmem.recorder.ports import PortFinding, Process
 
 _ID64 = re.compile(r"[0-9a-f]{64}")
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """Process-controlled text made safe for a terminal line (control characters shown as
-    ``?``)."""
-    return _UNPRINTABLE.sub("?", text)
 
 
 def short_cgroup(path: str) -> str:
