@@ -89,6 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--pss-max-age", type=duration_arg, default=15.0, metavar="D",
                    help="re-read a process's PSS at least this often, budget permitting "
                         "(default 15s); processes that fault are re-read sooner")
+    m = parser.add_argument_group("per-mapping snapshots (/proc/PID/smaps: where memory is)")
+    m.add_argument("--mappings-every", type=duration_arg, metavar="D",
+                   help="also snapshot every mapping of the target processes every D (e.g. "
+                        "10m for a long observation); always taken at the start and the stop")
+    m.add_argument("--no-mappings", action="store_true",
+                   help="take no per-mapping snapshots")
     o = parser.add_argument_group("output")
     o.add_argument("--out", type=Path, metavar="DIR",
                    help="recording directory (default recordings/record-<UTC time>)")
@@ -128,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty() and not args.status_stdout,
         argv=["loadmem", *sys.argv[1:]],
         lean=True,
+        mappings=not args.no_mappings,
+        mappings_every=args.mappings_every,
     )
     msg = sys.stderr if args.status_stdout else sys.stdout
     options.announce = lambda line: print(f"watching: {line}", file=msg, flush=True)

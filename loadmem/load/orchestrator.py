@@ -415,6 +415,7 @@ class Orchestrator:
         rec = self.begin("baseline")
         why = self.wait(rec, o.baseline, recorder)
         self.end(rec, why)
+        recorder.snapshot("baseline_end")  # where memory is before the load (smaps)
         if why == "interrupted":
             self.echo("interrupted during baseline: no load was sent; stopping")
             return
@@ -457,6 +458,7 @@ class Orchestrator:
         if self.locust.error:
             self.warn(f"Locust reported: {self.locust.error}")
         self.end(rec, reason, requests=self.locust.requests, failures=self.locust.failures)
+        recorder.snapshot("load_end")
         if self.locust.totals:
             self.event("load_stats", "load", "Locust totals", {"rows": self.locust.totals})
         observe = o.observe
@@ -469,6 +471,7 @@ class Orchestrator:
         rec = self.begin("observe", duration_s=observe)
         why = self.wait(rec, observe, recorder, signals_seen=seen)
         self.end(rec, why)
+        recorder.snapshot("observe_end")  # read by the recorder as it stops
 
     def _locust_cmd(self, scenario: ScenarioInfo, target: Target) -> list[str]:
         o = self.opts

@@ -5,7 +5,8 @@ monkey-patching turns a sampler thread into a green thread that stalls under loa
 driven over its hidden control channel (``docs/recorder.md``):
 
 - ``--control-stdin``: the orchestrator writes JSON lines, ``{"watch": {"pid": N, "role":
-  "loadgen"}}`` to add the Locust child's tree, ``{"stop": true}`` to stop;
+  "loadgen"}}`` to add the Locust child's tree, ``{"snapshot": "load_end"}`` for a
+  per-mapping snapshot at the end of a phase, ``{"stop": true}`` to stop;
 - ``--status-stdout``: one JSON line per tick, read here for the live status line and the
   before/after memory figures of the summary;
 - ``--no-finalize``: segments stay, the orchestrator adds its own tables and merges.
@@ -163,6 +164,10 @@ class RecorderProcess:
         """Add ``pid`` and its descendants to the watched processes, with ``role``."""
         return self._send({"watch": {"pid": pid, "role": role}})
 
+    def snapshot(self, reason: str) -> bool:
+        """Ask for a per-mapping snapshot (``baseline_end``, ``load_end``, ``observe_end``)."""
+        return self._send({"snapshot": reason})
+
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -232,6 +237,9 @@ class NoRecorder:
         return meta
 
     def watch(self, pid: int, role: str = "loadgen") -> bool:
+        return False
+
+    def snapshot(self, reason: str) -> bool:
         return False
 
     @property

@@ -111,20 +111,25 @@ class Mapping(NamedTuple):
 
 _N_HEADER = 7
 _TAIL = Mapping._fields[_N_HEADER:]
+_KIB = (1024).__mul__
+_make = Mapping._make
 
 
 class SmapsLayout:
     """The ``kB`` lines that open every block on one kernel, in order, and which of their
     numbers fill which ``Mapping`` field."""
 
-    __slots__ = ("names", "pick", "rss_token", "swap_token", "tokens")
+    __slots__ = ("names", "numbers", "pick", "rss_token", "swap_token", "tokens")
 
     def __init__(self, names: tuple[str, ...]):
         self.names = names
         self.tokens = 3 * len(names)  # "Name:", "N", "kB" per line
-        # the fields after the header, each from its number (or None: the kernel lacks it)
-        where = {FIELDS[n]: i for i, n in enumerate(names) if n in FIELDS}
-        self.pick = operator.itemgetter(*[where.get(f, len(names)) for f in _TAIL])
+        kept = [n for n in FIELDS if n in names]
+        # the numbers of the kept fields, by token position, in Mapping order...
+        self.numbers = operator.itemgetter(*[1 + 3 * names.index(n) for n in kept])
+        # ...then the Mapping fields after the header from them (None: the kernel lacks it)
+        where = {FIELDS[n]: i for i, n in enumerate(kept)}
+        self.pick = operator.itemgetter(*[where.get(f, len(kept)) for f in _TAIL])
         self.rss_token = 1 + 3 * names.index("Rss") if "Rss" in names else None
         self.swap_token = 1 + 3 * names.index("Swap") if "Swap" in names else None
 
@@ -186,9 +191,10 @@ def parse_smaps(text: str, layout: SmapsLayout | None = None,
         if (resident_only and layout.rss_token is not None and tok[layout.rss_token] == "0"
                 and (layout.swap_token is None or tok[layout.swap_token] == "0")):
             continue
-        numbers: list[int | None] = [int(x) * 1024 for x in tok[1:n:3]]
-        numbers.append(None)
-        append(Mapping(*_header(header), *layout.pick(numbers)))
+        # kB -> bytes in C: itemgetter, map(int), map(1024 * ...): a third of the CPU of a
+        # comprehension over every number
+        numbers = (*map(_KIB, map(int, layout.numbers(tok))), None)
+        append(_make((*_header(header), *layout.pick(numbers))))
     return out
 
 

@@ -40,6 +40,7 @@ import pyarrow as pa
 from loadmem.errors import LoadmemError
 from loadmem.procfs.reader import KeptOpenProcFS, ProcFS
 from loadmem.procfs.smaps_rollup import parse_smaps_rollup
+from loadmem.recorder.mappings import REASONS, MappingSnapshots
 from loadmem.recorder.meta import build_meta
 from loadmem.recorder.sampler import Sampler, TickResult
 from loadmem.recorder.scheduler import TokenBucket
@@ -84,6 +85,8 @@ class RecordOptions:
     lean: bool = False  # a process that only records: keep pandas out (keep_pandas_out)
     #: called with one line per selector saying what it found (before the first tick)
     announce: Callable[[str], None] | None = None
+    mappings: bool = True  # per-mapping snapshots (smaps) at the start, the stop, on request
+    mappings_every: float | None = None  # and every this many seconds
 
 
 @dataclass
@@ -220,6 +223,8 @@ class Recorder:
             )
         if options.duration is not None and options.duration <= 0:
             raise LoadmemError("--duration must be more than 0", "e.g. --duration 10m")
+        if options.mappings_every is not None and options.mappings_every <= 0:
+            raise LoadmemError("--mappings-every must be more than 0", "e.g. --mappings-every 10m")
         self.procfs = options.procfs or KeptOpenProcFS()
         self.stop_event = StopLatch()
         self.stop_reason = "stopped"
@@ -230,12 +235,17 @@ class Recorder:
         # replaced, never mutated, so another thread may read it while the loop runs
         self._seen_keys: frozenset[tuple[int, int]] = frozenset()
         self.ticks = 0
+        self._snapshots: MappingSnapshots | None = None
 
     # --- public --------------------------------------------------------------------
     @property
     def processes_seen(self) -> frozenset[tuple[int, int]]:
         """Every (pid, start_time) that has had a row so far (readable from another thread)."""
         return self._seen_keys
+
+    def snapshot(self, reason: str = "request") -> None:
+        """Ask for a per-mapping snapshot (thread-safe; taken from the next tick on)."""
+        self._control.append({"snapshot": reason})
 
     def stop(self, reason: str = "stop") -> None:
         if not self.stop_event.is_set():
@@ -281,8 +291,16 @@ class Recorder:
         writers: dict[str, TableWriter] = {
             name: self._writer(out, name, sch)
             for name, sch in (("processes", schema.PROCESSES), ("cgroup", schema.CGROUP),
-                              ("recorder", schema.RECORDER), ("events", schema.EVENTS))
+                              ("recorder", schema.RECORDER), ("events", schema.EVENTS),
+                              ("mappings", schema.MAPPINGS), ("snapshots", schema.SNAPSHOTS))
         }
+        snaps = None
+        if o.mappings:
+            snaps = self._snapshots = MappingSnapshots(self.procfs, every=o.mappings_every,
+                                                       event=sampler.event)
+            snaps.request("start")
+            sampler.between_reads = lambda: snaps.step(
+                sampler.selector.watched, lambda: bucket.allows, bucket.charge)
         # handlers before meta.json: a controller may send SIGTERM as soon as it sees it
         restore = self._install_signals() if o.handle_signals else None
         write_meta(out, meta)
@@ -301,6 +319,14 @@ class Recorder:
         finalized = False
         try:
             self._loop(start_monotonic, sampler, bucket, writers, out)
+            if snaps is not None:  # the rest of a pending snapshot, or one at the stop
+                self._drain_control(sampler)  # a snapshot asked for just before the stop
+                t_stop = time.monotonic() - start_monotonic
+                snaps.begin_tick(max(self.ticks - 1, 0), t_stop, dt.datetime.now(dt.UTC))
+                # a controller's observe_end is the end snapshot: no second one
+                snaps.finish(sampler.selector.watched, charge=bucket.charge,
+                             stop_round=not snaps.requested("observe_end"))
+                self._take_snapshots(snaps, writers)
             sampler.event("recording_stop", f"stopped: {self.stop_reason}",
                           {"reason": self.stop_reason, "ticks": self.ticks},
                           t=time.monotonic() - start_monotonic, ts=dt.datetime.now(dt.UTC))
@@ -353,8 +379,13 @@ class Recorder:
             t = now - start
             ts = dt.datetime.now(dt.UTC)
             self._drain_control(sampler)
+            snaps = self._snapshots
+            if snaps is not None:
+                snaps.begin_tick(tick, t, ts)
             c0 = time.perf_counter()
             res = sampler.tick(tick, t, ts)
+            if snaps is not None:
+                self._take_snapshots(snaps, writers)
             tick_us = int((time.perf_counter() - c0) * 1e6)
             if "system" not in writers:  # its columns are this kernel's meminfo fields
                 writers["system"] = self._writer(
@@ -393,6 +424,14 @@ class Recorder:
             slot = max(slot + 1, math.floor((time.monotonic() - start) / o.interval) + 1)
 
     # --- helpers -------------------------------------------------------------------
+    @staticmethod
+    def _take_snapshots(snaps: MappingSnapshots, writers: dict[str, TableWriter]) -> None:
+        mapping_rows, snapshot_rows = snaps.take()
+        if mapping_rows:
+            writers["mappings"].extend(mapping_rows)
+        if snapshot_rows:
+            writers["snapshots"].extend(snapshot_rows)
+
     def _writer(self, out: Path, name: str, sch: pa.Schema) -> TableWriter:
         # light segments: uncompressed, no statistics (cheaper to write, and smaller for a
         # few rows); the merge at the end compresses
@@ -479,7 +518,11 @@ class Recorder:
         while self._control:
             msg = self._control.popleft()
             watch = msg.get("watch")
-            if isinstance(watch, dict) and isinstance(watch.get("pid"), int):
+            snapshot = msg.get("snapshot")
+            if isinstance(snapshot, str) and snapshot in REASONS:
+                if self._snapshots is not None:
+                    self._snapshots.request(snapshot)
+            elif isinstance(watch, dict) and isinstance(watch.get("pid"), int):
                 role = str(watch.get("role") or "target")
                 sampler.selector.add_root(watch["pid"], role)
                 sampler.event("note", f"watching pid {watch['pid']} as {role}",

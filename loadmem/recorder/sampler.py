@@ -31,7 +31,7 @@ from loadmem.procfs.reader import ProcFS
 from loadmem.procfs.smaps_rollup import parse_smaps_rollup, smaps_columns
 from loadmem.procfs.stat import ProcStat, parse_stat
 from loadmem.procfs.status import ProcStatus, parse_status
-from loadmem.recorder.scheduler import Candidate, PssState, TokenBucket, due_order
+from loadmem.recorder.scheduler import Candidate, PssState, TokenBucket, due_split
 from loadmem.recorder.selection import Key, ProcessSelector, Watched
 from loadmem.recording.schema import SMAPS_COLUMNS, meminfo_column
 
@@ -133,6 +133,9 @@ class Sampler:
         self._cgroup_refs: list[CgroupRef] | None = None  # those of self.procs, sorted
         self._t = 0.0
         self._ts: dt.datetime | None = None
+        #: called once per tick between the urgent smaps_rollup reads (never read, overdue)
+        #: and the dirty ones: the recorder reads a pending mapping snapshot there
+        self.between_reads: Callable[[], Any] | None = None
 
     # --- events --------------------------------------------------------------------
     def event(self, kind: str, message: str = "", data: dict[str, Any] | None = None,
@@ -270,8 +273,11 @@ class Sampler:
                       self.group_faults.get(x.info.watched.group, 0))
             for x in samples if x.stat.state != "Z"
         ]
-        due = due_order(cands, t, self.max_age, lead=self.interval)
+        urgent, dirty = due_split(cands, t, self.max_age, lead=self.interval)
+        due = urgent + dirty
         for n, c in enumerate(due):
+            if n == len(urgent) and self.between_reads is not None:
+                self.between_reads()  # a pending mapping snapshot: before the dirty ones
             if not self.bucket.allows:
                 self._budget_short(due[n:], t)
                 break
@@ -304,6 +310,8 @@ class Sampler:
             s.faults_at_read, s.rss_at_read, s.group_faults_at_read = (
                 c.faults, c.rss, c.group_faults)
             reads.fresh.add(c.key)
+        if not dirty and self.between_reads is not None:
+            self.between_reads()
         return reads
 
     def _rows(self, samples: list[_Sample], reads: _Reads, common: dict[str, Any],

@@ -90,7 +90,16 @@ class Candidate:
 def due_order(cands: Iterable[Candidate], now_t: float, max_age: float,
               lead: float = 0.0, min_faults: int = DIRTY_MIN_FAULTS,
               min_rss: int = DIRTY_MIN_BYTES) -> list[Candidate]:
-    """The due processes, most urgent first (see module docstring).
+    """The due processes, most urgent first (see module docstring)."""
+    urgent, dirty = due_split(cands, now_t, max_age, lead, min_faults, min_rss)
+    return urgent + dirty
+
+
+def due_split(cands: Iterable[Candidate], now_t: float, max_age: float,
+              lead: float = 0.0, min_faults: int = DIRTY_MIN_FAULTS,
+              min_rss: int = DIRTY_MIN_BYTES) -> tuple[list[Candidate], list[Candidate]]:
+    """The due processes as ``(urgent, dirty)``: never read, then overdue (oldest first);
+    and dirty (most fault activity first). A pending mapping snapshot is read in between.
 
     ``lead`` (the tick interval): a figure that would pass ``max_age`` before the next tick
     is overdue now. Tick times jitter by a few ms, so "would pass" allows a tenth of a tick:
@@ -120,4 +129,4 @@ def due_order(cands: Iterable[Candidate], now_t: float, max_age: float,
             dirty.append((-(own + group), -age, c))
     overdue.sort(key=lambda x: x[0])
     dirty.sort(key=lambda x: (x[0], x[1]))
-    return never + [c for _, c in overdue] + [c for _, _, c in dirty]
+    return never + [c for _, c in overdue], [c for _, _, c in dirty]

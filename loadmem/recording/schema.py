@@ -148,6 +148,65 @@ REQUESTS = pa.schema(
     ]
 )
 
+#: Per-mapping figures of the ``mappings`` table: smaps field -> column (bytes).
+MAPPING_FIGURES: dict[str, str] = {
+    "Size": "size",
+    "Rss": "rss",
+    "Pss": "pss",
+    "Pss_Dirty": "pss_dirty",  # kernel >= 6.0
+    "Shared_Clean": "shared_clean",
+    "Shared_Dirty": "shared_dirty",
+    "Private_Clean": "private_clean",
+    "Private_Dirty": "private_dirty",
+    "Anonymous": "anonymous",
+    "AnonHugePages": "anon_huge_pages",
+    "Swap": "swap",
+    "SwapPss": "swap_pss",
+}
+
+#: One row per mapping (resident or swapped) of a target process per mapping snapshot
+#: (``/proc/PID/smaps``, read at phase boundaries and on demand; see docs/recorder.md).
+MAPPINGS = pa.schema(
+    [
+        *_COMMON,  # t, tick: when this process's smaps was read
+        pa.field("snapshot", pa.int32(), nullable=False),  # round number, from 0
+        pa.field("reason", DICT),  # start, baseline_end, load_end, observe_end, every, stop
+        pa.field("pid", pa.int32(), nullable=False),
+        pa.field("start_time", pa.int64(), nullable=False),
+        # identity: (address, size, perms, offset, path); null on an aggregated row
+        pa.field("address", pa.uint64()),  # start address (the end is address + size)
+        pa.field("perms", DICT),  # rw-p, r-xp, rw-s...
+        pa.field("offset", pa.int64()),  # file offset
+        pa.field("dev", DICT),  # "fe:00"
+        pa.field("inode", pa.int64()),
+        pa.field("path", DICT),  # as the kernel prints it: a file, [heap], [stack], "" ...
+        pa.field("kind", DICT),  # loadmem.procfs.mapkind: anon, heap, data, stack, shmem...
+        pa.field("file", DICT),  # the file the memory belongs to (for a .bss: its program)
+        pa.field("mappings", pa.int32()),  # 1, or how many mappings an aggregated row sums
+        *[pa.field(col, pa.int64()) for col in MAPPING_FIGURES.values()],
+    ]
+)
+
+#: One row per target process per mapping snapshot: the read, its cost, the runtime facts.
+SNAPSHOTS = pa.schema(
+    [
+        *_COMMON,
+        pa.field("snapshot", pa.int32(), nullable=False),
+        pa.field("reason", DICT),
+        pa.field("pid", pa.int32(), nullable=False),
+        pa.field("start_time", pa.int64(), nullable=False),
+        pa.field("exe", DICT),  # the target of /proc/PID/exe
+        pa.field("read_us", pa.int32()),  # the smaps read: the stall imposed on the process
+        pa.field("parse_us", pa.int32()),  # parsing, classifying, ELF headers (recorder CPU)
+        pa.field("mappings", pa.int32()),  # mappings the process had
+        pa.field("rows", pa.int32()),  # rows it got in ``mappings``
+        pa.field("rss", pa.int64()),  # sums over its mappings
+        pa.field("pss", pa.int64()),
+        pa.field("error", DICT),  # smaps:access-denied, smaps:gone, zombie; null when read
+    ]
+)
+
+
 #: meminfo key -> column name: "Active(anon)" -> "Active_anon".
 def meminfo_column(key: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", key).strip("_")
@@ -165,6 +224,8 @@ FIXED_TABLES: dict[str, pa.Schema] = {
     "recorder": RECORDER,
     "events": EVENTS,
     "requests": REQUESTS,
+    "mappings": MAPPINGS,
+    "snapshots": SNAPSHOTS,
 }
 TABLES = ("system", *FIXED_TABLES)
 
@@ -177,6 +238,8 @@ EVENT_KINDS = {
     "process_start": "a watched process appeared; data: pid, start_time, ppid, role",
     "process_exit": "a watched process vanished; data: pid, start_time",
     "warning": "something the reader should know (permission denied, budget exhausted)",
+    "snapshot_start": "a mapping snapshot began; data: snapshot, reason, processes",
+    "snapshot_end": "a mapping snapshot ended; data: snapshot, reason, read, failed, seconds",
     "load_stats": "final Locust totals at the end of load; data: JSON of the totals",
     "note": "free text, e.g. attached from another machine",
 }
