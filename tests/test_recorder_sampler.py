@@ -116,7 +116,8 @@ def test_system_row_has_every_meminfo_field(fake):
 
 def test_cgroup_v2_rows_in_long_format(fake, tmp_path):
     """A v2 host: the watched processes' cgroup gives a `usage` row (memory.current) and one
-    row per memory.stat key, every tick; an unreadable cgroup gives one warning."""
+    row per memory.stat key, every tick; a cgroup that becomes unreadable gives an error
+    row every tick and one warning. (Limits, events, pressure: test_containers_recording.)"""
     root, _, _ = fake
     mount = tmp_path / "cg2"
     (mount / "app.slice").mkdir(parents=True)
@@ -135,13 +136,17 @@ def test_cgroup_v2_rows_in_long_format(fake, tmp_path):
     stat_keys = [ln.split()[0] for ln in (FIX / "memory_v2.stat").read_text().splitlines()]
     assert [r["key"] for r in rows] == ["usage", *stat_keys]  # one cgroup, both processes
     assert rows[0]["value"] == 123456789 and {r["version"] for r in rows} == {2}
-    assert {r["cgroup"] for r in rows} == {"/app.slice"}
+    assert {r["cgroup"] for r in rows} == {"/app.slice"} and {r["error"] for r in rows} == {None}
     assert len(_tick(sampler, 1).cgroup) == len(rows)
 
-    (mount / "app.slice" / "memory.current").unlink()  # unreadable: skipped, warned once
+    (mount / "app.slice" / "memory.current").unlink()  # unreadable: an error row, warned once
     r2 = _tick(sampler, 2)
     r3 = _tick(sampler, 3)
-    assert r2.cgroup == [] and r3.cgroup == []
+    for r in (r2, r3):
+        errors = [x for x in r.cgroup if x["error"] is not None]
+        assert [(x["key"], x["value"], x["error"]) for x in errors] == [
+            ("usage", None, "memory.current:gone")]
+        assert [x["key"] for x in r.cgroup if x["error"] is None] == stat_keys
     warnings = [e for e in r2.events + r3.events if e["kind"] == "warning"]
     assert len(warnings) == 1 and '"cgroup:unreadable"' in warnings[0]["data"]
 
@@ -181,9 +186,10 @@ def test_cgroup_of_this_host(tmp_path):
         assert res.cgroup == []
         assert any('"cgroup:unreadable"' in (e["data"] or "") for e in res.events)
         return
-    assert [r["key"] for r in res.cgroup] == ["usage", *keys]
+    got = [r["key"] for r in res.cgroup]
+    assert got[0] == "usage" and got[-len(keys):] == keys
     assert {(r["cgroup"], r["version"]) for r in res.cgroup} == {(ref.path, ref.version)}
-    assert res.cgroup[0]["value"] > 0
+    assert res.cgroup[0]["value"] > 0 and {r["error"] for r in res.cgroup} == {None}
 
 
 def test_unchanged_stat_and_status_are_not_parsed_again(fake, monkeypatch):

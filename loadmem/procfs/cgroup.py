@@ -6,9 +6,18 @@
   ``unified`` mount) has both: the v1 memory line wins, since v2 then holds no memory
   controller.
 - ``/proc/self/mountinfo`` says where each hierarchy is mounted.
-- v2: ``memory.current`` (bytes) and ``memory.stat`` (``key value`` lines, bytes or counts).
-- v1: ``memory.usage_in_bytes`` and ``memory.stat`` (``rss``, ``cache``, ``shmem``,
-  ``mapped_file``, ... and their hierarchical ``total_*`` twins).
+- v2 (``Documentation/admin-guide/cgroup-v2.rst``): ``memory.current`` (bytes),
+  ``memory.max`` and ``memory.high`` (bytes or ``max``), ``memory.peak`` (bytes, kernel >=
+  5.19), ``memory.stat``, ``memory.events`` (``key count`` lines: ``low``, ``high``, ``max``,
+  ``oom``, ``oom_kill``, ``oom_group_kill``) and ``memory.pressure`` (PSI: ``some avg10=0.00
+  avg60=0.00 avg300=0.00 total=0`` and a ``full`` line; ``total`` in microseconds).
+- v1 (``Documentation/admin-guide/cgroup-v1/memory.rst``): ``memory.usage_in_bytes``,
+  ``memory.limit_in_bytes`` (``PAGE_COUNTER_MAX`` pages, 9223372036854771712 on x86-64,
+  when unlimited), ``memory.max_usage_in_bytes`` (the peak), ``memory.failcnt`` (times the
+  limit was hit), ``memory.oom_control`` (``oom_kill_disable``, ``under_oom``, ``oom_kill``
+  lines) and ``memory.stat`` (``rss``, ``cache``, ``shmem``, ``mapped_file``, ...,
+  ``hierarchical_memory_limit`` and the hierarchical ``total_*`` twins).
+- ``cgroup.procs``: the processes of one cgroup (not of those below it).
 """
 
 from __future__ import annotations
@@ -137,3 +146,48 @@ def usage_file(version: int) -> str:
 def parse_cgroup_procs(text: str) -> list[int]:
     """``cgroup.procs``: one pid (thread group id) a line."""
     return [int(x) for x in text.split() if x.isdigit()]
+
+
+#: A v1 limit at or above this is "no limit" (PAGE_COUNTER_MAX pages: 2^63 - 4096 on x86-64).
+V1_UNLIMITED = 1 << 62
+
+
+def parse_limit(text: str) -> int | None:
+    """``memory.max``/``memory.high`` (v2: bytes or ``max``) or ``memory.limit_in_bytes``
+    (v1): bytes, or None when there is no limit."""
+    t = text.strip()
+    if t == "max":
+        return None
+    value = int(t)
+    return None if value >= V1_UNLIMITED else value
+
+
+def parse_pressure(text: str) -> dict[str, int]:
+    """``memory.pressure`` (or ``/proc/pressure/memory``): for the ``some`` and ``full``
+    lines, ``avg10`` in hundredths of a percent (``4.17`` -> 417: the share of the last
+    10 s in which some/all tasks stalled on memory) and ``total`` in microseconds (the
+    cumulative stall time): ``{"some_avg10": 417, "some_total_us": ..., ...}``."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind not in ("some", "full"):
+            continue
+        for item in rest.split():
+            name, _, value = item.partition("=")
+            try:
+                if name == "avg10":
+                    out[f"{kind}_avg10"] = round(float(value) * 100)
+                elif name == "total":
+                    out[f"{kind}_total_us"] = int(value)
+            except ValueError:
+                continue
+    return out
+
+
+def usage_files(version: int) -> dict[str, str]:
+    """Row key -> file, for the one-number files of a memory cgroup."""
+    if version == 2:
+        return {"usage": "memory.current", "limit": "memory.max", "high": "memory.high",
+                "peak": "memory.peak"}
+    return {"usage": "memory.usage_in_bytes", "limit": "memory.limit_in_bytes",
+            "peak": "memory.max_usage_in_bytes", "events.max": "memory.failcnt"}

@@ -155,7 +155,9 @@ class KeptOpenProcFS(ProcFS):
     """
 
     KEPT = ("/stat", "/status", "/statm", "/meminfo", "/loadavg", "/memory.stat",
-            "/memory.usage_in_bytes", "/memory.current")
+            "/memory.usage_in_bytes", "/memory.current", "/memory.max", "/memory.high",
+            "/memory.peak", "/memory.events", "/memory.pressure", "/memory.limit_in_bytes",
+            "/memory.max_usage_in_bytes", "/memory.failcnt", "/memory.oom_control")
 
     def __init__(self, root: str = "/proc", max_open: int | None = None):
         super().__init__(root)

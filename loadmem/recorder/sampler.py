@@ -20,17 +20,15 @@ from loadmem.errors import AccessDenied, ProcessError, ProcessGone, ZombieProces
 from loadmem.procfs.cgroup import (
     CgroupMounts,
     CgroupRef,
-    parse_memory_stat,
     parse_mountinfo_cgroups,
     parse_proc_cgroup,
-    parse_usage,
-    usage_file,
 )
 from loadmem.procfs.meminfo import MeminfoLayout, parse_meminfo
 from loadmem.procfs.reader import ProcFS
 from loadmem.procfs.smaps_rollup import parse_smaps_rollup, smaps_columns
 from loadmem.procfs.stat import ProcStat, parse_stat
 from loadmem.procfs.status import ProcStatus, parse_status
+from loadmem.recorder.cgroup_rows import CgroupRows
 from loadmem.recorder.scheduler import Candidate, PssState, TokenBucket, due_split
 from loadmem.recorder.selection import Key, ProcessSelector, Watched
 from loadmem.recording.schema import SMAPS_COLUMNS, meminfo_column
@@ -131,6 +129,7 @@ class Sampler:
         self._events: list[dict[str, Any]] = []
         self._mounts: CgroupMounts | None = None
         self._cgroup_refs: list[CgroupRef] | None = None  # those of self.procs, sorted
+        self._cgroup_rows: CgroupRows | None = None
         self._t = 0.0
         self._ts: dt.datetime | None = None
         #: called once per tick between the urgent smaps_rollup reads (never read, overdue)
@@ -434,26 +433,19 @@ class Sampler:
             return None
 
     def _cgroups(self, common: dict[str, Any]) -> list[dict[str, Any]]:
+        """The memory cgroups of the watched processes and those selected by
+        ``--cgroup``/``--container``/``--unit`` (``loadmem.recorder.cgroup_rows``)."""
         refs = self._cgroup_refs
         if refs is None:  # the watched set changed since the last tick
             refs = self._cgroup_refs = sorted(
-                {i.cgroup for i in self.procs.values() if i.cgroup is not None},
+                {i.cgroup for i in self.procs.values() if i.cgroup is not None}
+                | set(self.selector.selected_cgroups),
                 key=lambda r: (r.version, r.path))
-        rows: list[dict[str, Any]] = []
-        for ref in refs:
-            mount = self._mounts.v1_memory if ref.version == 1 else self._mounts.v2  # type: ignore[union-attr]
-            if mount is None:
-                continue
-            base = mount + ref.path.rstrip("/")
-            try:
-                usage = parse_usage(self.procfs.read_abs(f"{base}/{usage_file(ref.version)}"))
-                stat = parse_memory_stat(self.procfs.read_abs(f"{base}/memory.stat"))
-            except (OSError, ValueError) as e:
-                self.warn_once(("cgroup", ref.path), "cgroup:unreadable",
-                               f"memory cgroup {ref.path} is not readable: {e}",
-                               {"cgroup": ref.path, "version": ref.version})
-                continue
-            base_row = {**common, "cgroup": ref.path, "version": ref.version}
-            rows.append({**base_row, "key": "usage", "value": usage})
-            rows += [{**base_row, "key": k, "value": v} for k, v in stat.items()]
-        return rows
+        if self._cgroup_rows is None:
+            if self._mounts is None:
+                try:
+                    self._mounts = parse_mountinfo_cgroups(self.procfs.read("self/mountinfo"))
+                except OSError:
+                    self._mounts = CgroupMounts()
+            self._cgroup_rows = CgroupRows(self.procfs, self._mounts, self.warn_once)
+        return self._cgroup_rows.rows(refs, common)

@@ -93,8 +93,11 @@ CGROUP = pa.schema(
         *_COMMON,
         pa.field("cgroup", DICT),  # path under the controller mount
         pa.field("version", pa.int8()),  # 1 or 2
-        pa.field("key", DICT),  # "usage" (memory.current / usage_in_bytes) or a memory.stat key
-        pa.field("value", pa.int64()),
+        # "usage", "limit", "effective_limit", "peak", "events.*", "pressure.*" (see
+        # loadmem/recorder/cgroup_rows.py) or a memory.stat key as the kernel names it
+        pa.field("key", DICT),
+        pa.field("value", pa.int64()),  # null when the read failed (error says why)
+        pa.field("error", DICT),  # "memory.current:gone", ... ; null when read
     ]
 )
 

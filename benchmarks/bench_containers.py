@@ -1,4 +1,5 @@
-"""What the port lookup across network namespaces costs, at selection and per tick.
+"""What container support costs the recorder: the port lookup across network namespaces (at
+selection and per tick), and the cgroup files read every tick.
 
 Sets up ``--namespaces`` "containers" (default 8): each a network namespace with a veth pair
 and a memory cgroup ``<own>/docker/<id>``, with a pre-forking server (master + 1 worker)
@@ -16,13 +17,18 @@ Measured:
 2. ``ProcessSelector.update()`` per tick, for ``--ticks`` ticks at ``--interval``, selecting
    the server behind the docker-proxy with ``--port`` and the same server with ``--pid``:
    the median CPU per tick of each, their ratio (target: about 1, i.e. the lookup is not
-   paid per tick), and how often ``find_port`` ran during the ticks (target: 0).
+   paid per tick), and how often ``find_port`` ran during the ticks (target: 0);
+3. one sampling tick (``Sampler.tick``: meminfo, the cheap tier, the cgroup rows) of 16
+   processes in one v1 memory cgroup with a limit, with the cgroup rows and without
+   (``read_cgroups``), interleaved, with a sleep between ticks as in a recording (cache
+   cold): the median CPU per tick of each, and what the cgroup rows add per second at the
+   default 1 s interval.
 
 Needs root (namespaces, cgroups). Everything it makes is removed at the end. About
 ``--ticks x --interval x 2`` seconds plus a few seconds of setup.
 
-Run: ``.venv/bin/python benchmarks/bench_ports.py`` (``--no-write`` to only print).
-Results: ``benchmarks/RESULTS-ports.md``.
+Run: ``.venv/bin/python benchmarks/bench_containers.py`` (``--no-write`` to only print).
+Results: ``benchmarks/RESULTS-containers.md``.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ from _netns_support import (  # noqa: E402
 import loadmem.recorder.selection as selection_mod  # noqa: E402
 from loadmem.procfs.reader import KeptOpenProcFS, ProcFS  # noqa: E402
 from loadmem.recorder.ports import find_port  # noqa: E402
+from loadmem.recorder.sampler import Sampler  # noqa: E402
+from loadmem.recorder.scheduler import TokenBucket  # noqa: E402
 from loadmem.recorder.selection import ProcessSelector, Selection  # noqa: E402
 
 PORT = 8080
@@ -93,16 +101,56 @@ def per_tick(sel: ProcessSelector, ticks: int, interval: float) -> list[float]:
     return out
 
 
+def cgroup_ticks(ticks: int, interval: float) -> tuple[list[float], list[float], int]:
+    """CPU per Sampler.tick with and without the cgroup rows, 16 processes in one cgroup."""
+    import datetime as _dt
+
+    code = ("import os, time\nb = bytearray(8 << 20)\nfor _ in range(15):\n"
+            "    if os.fork() == 0:\n        break\nprint('ok', flush=True)\ntime.sleep(600)")
+    with memory_cgroup(f"docker/{docker_id()}", limit="1G") as cg:
+        p = spawn([system_python(), "-c", code], cgroup=cg)
+        try:
+            for _ in range(16):
+                p.stdout.readline()
+            samplers = {}
+            for with_cg in (True, False):
+                fs = KeptOpenProcFS()
+                sel = ProcessSelector(Selection(cgroups=[cg.path]), fs, {os.getpid()})
+                sel.check_initial()
+                # a huge max age: no smaps_rollup reads (the same in both; not measured here)
+                samplers[with_cg] = Sampler(sel, TokenBucket(1e-9), fs, max_age=1e9,
+                                            read_cgroups=with_cg)
+            n = 0
+            rows = 0
+            cpu: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(ticks // 20):
+                for with_cg in (True, False):
+                    for _ in range(20):
+                        c0 = time.process_time()
+                        res = samplers[with_cg].tick(n, float(n), _dt.datetime.now(_dt.UTC))
+                        cpu[with_cg].append(time.process_time() - c0)
+                        n += 1
+                        rows = max(rows, len(res.cgroup))
+                        time.sleep(interval)
+            for s in samplers.values():
+                s.procfs.close()
+            return cpu[True], cpu[False], rows
+        finally:
+            stop(p)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--namespaces", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ticks", type=int, default=300)
     ap.add_argument("--interval", type=float, default=0.05)
+    ap.add_argument("--cgroup-ticks", type=int, default=400)
+    ap.add_argument("--cgroup-interval", type=float, default=0.25)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
-        print("bench_ports needs root (network namespaces, cgroups)", file=sys.stderr)
+        print("bench_containers needs root (network namespaces, cgroups)", file=sys.stderr)
         return 2
     started = time.monotonic()
     tmp = Path(f"/tmp/bench-ports-{os.getpid()}")
@@ -167,16 +215,18 @@ def main() -> int:
             during = calls["n"] - after_check
         finally:
             selection_mod.find_port = real
+    with_cg, without_cg, cg_rows = cgroup_ticks(args.cgroup_ticks, args.cgroup_interval)
     with contextlib.suppress(OSError):
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
 
     m_port, m_pid = statistics.median(ticks_port), statistics.median(ticks_pid)
+    added = statistics.median(with_cg) - statistics.median(without_cg)
     lines = [
-        "## Port lookup across network namespaces",
+        "## Containers: port lookup across network namespaces, cgroup rows",
         "",
-        f"Generated by `benchmarks/bench_ports.py` on "
+        f"Generated by `benchmarks/bench_containers.py` on "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC (total run time "
         f"{time.monotonic() - started:.0f} s).",
         "",
@@ -213,11 +263,24 @@ def main() -> int:
         f"- `find_port` calls during the {len(ticks_port)} `--port` ticks: {during} (the "
         "listening sockets in this namespace are re-read every 5 s; nothing changed)",
         "",
+        f"`Sampler.tick` of 16 processes in one v1 memory cgroup ({cg_rows} cgroup rows a "
+        f"tick), {len(with_cg)} ticks each with and without the cgroup rows, interleaved in "
+        f"blocks of 20, {args.cgroup_interval * 1000:.0f} ms apart (cache cold, as in a "
+        "recording):",
+        "",
+        "| | median CPU per tick |",
+        "|---|---|",
+        f"| with the cgroup rows | {statistics.median(with_cg) * 1e6:.0f} µs |",
+        f"| without | {statistics.median(without_cg) * 1e6:.0f} µs |",
+        "",
+        f"- the cgroup rows add {added * 1e6:.0f} µs per tick: {added * 100:.3f} % of a "
+        "core at the default 1 s interval",
+        "",
     ]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        (ROOT / "benchmarks" / "RESULTS-ports.md").write_text(text)
+        (ROOT / "benchmarks" / "RESULTS-containers.md").write_text(text)
     return 0
 
 
