@@ -59,19 +59,20 @@ class Remedy:
 
     @property
     def line(self) -> str:
-        """The remedy line of the copy-on-write finding (plain text, no links)."""
+        """The remedy line of the copy-on-write finding (plain text; links in ``sources``):
+        ``CPython 3.11.7: documented remedy (needs CPython >= 3.7): call gc.disable() ...``."""
         if self.remedy is None:
             return f"{self.display}: {self.caveat}" if self.caveat else self.display
         if self.condition is None:
             head = f"{self.display}: documented remedy"
         elif self.applies is True:
-            head = f"{self.display} (the remedy needs {self.condition}): documented remedy"
+            head = f"{self.display}: documented remedy (needs {self.condition})"
         elif self.applies is False:
-            head = f"{self.display}: the documented remedy needs {self.condition}, this " \
-                   "process runs an older version"
+            head = f"{self.display}: the documented remedy needs {self.condition}, newer " \
+                   "than this"
         else:
-            head = f"{self.display} (version not recorded; the remedy needs " \
-                   f"{self.condition}): documented remedy"
+            head = f"{self.display} (version not recorded): documented remedy (needs " \
+                   f"{self.condition})"
         text = f"{head}: {self.remedy}"
         return f"{text} {self.caveat}" if self.caveat else text
 

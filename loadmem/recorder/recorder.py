@@ -243,6 +243,11 @@ class Recorder:
         """Every (pid, start_time) that has had a row so far (readable from another thread)."""
         return self._seen_keys
 
+    @property
+    def snapshots_done(self) -> int:
+        """Per-mapping snapshots finished so far (readable from another thread)."""
+        return self._snapshots.rounds_done if self._snapshots is not None else 0
+
     def snapshot(self, reason: str = "request") -> None:
         """Ask for a per-mapping snapshot (thread-safe; taken from the next tick on)."""
         self._control.append({"snapshot": reason})
