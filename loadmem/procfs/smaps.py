@@ -119,7 +119,7 @@ class SmapsLayout:
     """The ``kB`` lines that open every block on one kernel, in order, and which of their
     numbers fill which ``Mapping`` field."""
 
-    __slots__ = ("names", "numbers", "pick", "rss_token", "swap_token", "tokens")
+    __slots__ = ("names", "numbers", "pick", "rss_token", "swap_token", "tokens", "zeros")
 
     def __init__(self, names: tuple[str, ...]):
         self.names = names
@@ -130,6 +130,8 @@ class SmapsLayout:
         # ...then the Mapping fields after the header from them (None: the kernel lacks it)
         where = {FIELDS[n]: i for i, n in enumerate(kept)}
         self.pick = operator.itemgetter(*[where.get(f, len(kept)) for f in _TAIL])
+        # a mapping with Rss and Swap 0: its fields after Size (0, or None if absent)
+        self.zeros = tuple(None if f not in where else 0 for f in _TAIL[1:])
         self.rss_token = 1 + 3 * names.index("Rss") if "Rss" in names else None
         self.swap_token = 1 + 3 * names.index("Swap") if "Swap" in names else None
 
@@ -188,8 +190,12 @@ def parse_smaps(text: str, layout: SmapsLayout | None = None,
             if not resident_only or m.rss or m.swap:
                 append(m)
             continue
-        if (resident_only and layout.rss_token is not None and tok[layout.rss_token] == "0"
+        if (layout.rss_token is not None and tok[layout.rss_token] == "0"
                 and (layout.swap_token is None or tok[layout.swap_token] == "0")):
+            # nothing resident, nothing swapped: every figure but the size is 0
+            if not resident_only:
+                h = _header(header)
+                append(_make((*h, (h[1] - h[0]), *layout.zeros)))
             continue
         # kB -> bytes in C: itemgetter, map(int), map(1024 * ...): a third of the CPU of a
         # comprehension over every number
