@@ -245,6 +245,11 @@ def test_recorder_snapshots_at_start_on_request_and_at_stop(cow_exe, tmp_path):
     assert [(s["snapshot"], s["reason"]) for s in snaps] == [
         (0, "start"), (0, "start"), (1, "load_end"), (1, "load_end"), (2, "stop"), (2, "stop")]
     assert all(s["read_us"] > 0 and s["error"] is None and s["rows"] > 5 for s in snaps)
+    # the runtime facts: program, command line, place in the tree
+    assert {(s["pid"], s["depth"], s["exe"]) for s in snaps} == {
+        (cow.parent, 0, str(cow_exe)), (cow.child, 1, str(cow_exe))}
+    assert all(s["cmdline"] == f"{cow_exe} data 4" for s in snaps)
+    assert {s["ppid"] for s in snaps if s["pid"] == cow.child} == {cow.parent}
     maps = r.table("mappings").to_pylist()
     child_data = [m for m in maps if m["pid"] == cow.child and m["path"] == str(cow_exe)
                   and m["kind"] == "data"]

@@ -31,7 +31,7 @@ from the processes' executables, mapped files and command lines
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,9 +296,9 @@ def attribute(mappings: pa.Table, snapshots: pa.Table, t0: float, t1: float,
     if pair is None:
         return None
     start, end = pair
-    groups = groups or {}
-    cmdlines = cmdlines or {}
     snap_rows = [r for r in snapshots.to_pylist() if r["snapshot"] in (start.number, end.number)]
+    groups = groups or groups_of(snap_rows)
+    cmdlines = cmdlines or {(r["pid"], r["start_time"]): r.get("cmdline") for r in snap_rows}
     read: dict[int, set[Key]] = {start.number: set(), end.number: set()}
     unread: list[tuple[Key, str]] = []
     exe: dict[Key, str | None] = {}
@@ -427,18 +427,20 @@ def _runtime_of(ga: GroupAttribution, runtimes: list[Runtime]) -> None:
     ga.remedy = remedy_for(ga.runtime)
 
 
-def attribute_recording(rec: Any, t0: float, t1: float) -> Attribution | None:
-    """``attribute`` on an open recording (``loadmem.recording.Recording``), with the groups
-    and command lines taken from its ``processes`` table (each process's first row)."""
+def groups_of(snapshot_rows: Iterable[Mapping[str, Any]]) -> dict[Key, str]:
+    """master | worker | process, as the series layer names them: a descendant of a selected
+    process (depth >= 1) is a ``worker``, a selected process with such descendants the
+    ``master``, anything else a ``process``."""
+    rows = {(r["pid"], r["start_time"]): r for r in snapshot_rows}
+    parents = {r.get("ppid") for r in rows.values() if (r.get("depth") or 0) >= 1}
+    return {k: ("worker" if (r.get("depth") or 0) >= 1 else
+                "master" if k[0] in parents else "process") for k, r in rows.items()}
+
+
+def attribute_recording(rec: Any, t0: float, t1: float,
+                        groups: Mapping[Key, str] | None = None) -> Attribution | None:
+    """``attribute`` on an open recording (``loadmem.recording.Recording``); groups from the
+    snapshots' depth and parent unless given. Reads only the two small tables."""
     if not rec.has("mappings") or not rec.has("snapshots"):
         return None
-    procs = rec.table("processes", ["pid", "start_time", "ppid", "depth", "role", "cmdline"])
-    first: dict[Key, dict[str, Any]] = {}
-    for r in procs.to_pylist():
-        first.setdefault((r["pid"], r["start_time"]), r)
-    parents = {r["ppid"] for r in first.values()
-               if (r["depth"] or 0) >= 1 and r["role"] == "target"}
-    groups = {k: ("worker" if (r["depth"] or 0) >= 1 else
-                  "master" if r["pid"] in parents else "process") for k, r in first.items()}
-    cmdlines = {k: r["cmdline"] for k, r in first.items()}
-    return attribute(rec.table("mappings"), rec.table("snapshots"), t0, t1, groups, cmdlines)
+    return attribute(rec.table("mappings"), rec.table("snapshots"), t0, t1, groups)

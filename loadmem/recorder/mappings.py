@@ -85,8 +85,11 @@ class MappingSnapshots:
     and takes the rows with ``take``."""
 
     def __init__(self, procfs: ProcFS, every: float | None = None, max_rows: int = MAX_ROWS,
-                 event: Callable[..., None] | None = None):
+                 event: Callable[..., None] | None = None,
+                 cmdline: Callable[[Key], str | None] | None = None):
+        """``cmdline``: a process's command line as the recorder keeps it (redacted)."""
         self.procfs = procfs
+        self._cmdline = cmdline or (lambda key: None)
         self.every = every
         self.max_rows = max_rows
         self._event = event or (lambda *a, **k: None)
@@ -167,7 +170,10 @@ class MappingSnapshots:
                 pid, start_time = r.todo.popleft()
                 if not self._alive((pid, start_time), watched):
                     continue  # exited since the round started
-                got = self.snapshot_process(pid, start_time, r.number, r.reason)
+                w = watched[pid]
+                got = self.snapshot_process(pid, start_time, r.number, r.reason,
+                                            ppid=getattr(w, "ppid", None),
+                                            depth=getattr(w, "depth", None))
                 if got is None:
                     continue
                 if got.error:
@@ -210,19 +216,21 @@ class MappingSnapshots:
                     t=t, ts=ts)
 
     # --- one process -----------------------------------------------------------------
-    def snapshot_process(self, pid: int, start_time: int, number: int, reason: str
+    def snapshot_process(self, pid: int, start_time: int, number: int, reason: str,
+                         ppid: int | None = None, depth: int | None = None
                          ) -> Snapshotted | None:
         """Read, classify and row one process; None when it is gone."""
         tick, t, ts = self._tick
         base = {"ts": ts, "t": t, "tick": tick, "snapshot": number, "reason": reason,
                 "pid": pid, "start_time": start_time}
+        facts = {"ppid": ppid, "depth": depth, "cmdline": self._cmdline((pid, start_time))}
         r0 = time.perf_counter()
         try:
             text = self.procfs.read_pid(pid, "smaps")
         except AccessDenied:
-            return self._failed(base, pid, start_time, "smaps:access-denied")
+            return self._failed({**base, **facts}, pid, start_time, "smaps:access-denied")
         except ZombieProcess:
-            return self._failed(base, pid, start_time, "zombie")
+            return self._failed({**base, **facts}, pid, start_time, "zombie")
         except ProcessError:
             return None  # gone: its process_exit event says so
         r1 = time.perf_counter()
@@ -230,7 +238,7 @@ class MappingSnapshots:
             self._layout = smaps_layout(text)
         maps = parse_smaps(text, self._layout)
         if not maps:
-            return self._failed(base, pid, start_time, "smaps:empty")
+            return self._failed({**base, **facts}, pid, start_time, "smaps:empty")
         kinds = classify(maps, self._bss_ends(pid, maps))
         rows = self._rows(base, maps, kinds)
         exe = self._exe(pid)
@@ -238,7 +246,7 @@ class MappingSnapshots:
         read_us, parse_us = int((r1 - r0) * 1e6), int((r2 - r1) * 1e6)
         self.mapping_rows.extend(rows)
         self.snapshot_rows.append({
-            **base, "exe": exe, "read_us": read_us, "parse_us": parse_us,
+            **base, **facts, "exe": exe, "read_us": read_us, "parse_us": parse_us,
             "mappings": len(maps), "rows": len(rows),
             "rss": sum(m.rss for m in maps), "pss": sum(m.pss for m in maps), "error": None,
         })

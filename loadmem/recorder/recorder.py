@@ -301,8 +301,10 @@ class Recorder:
         }
         snaps = None
         if o.mappings:
-            snaps = self._snapshots = MappingSnapshots(self.procfs, every=o.mappings_every,
-                                                       event=sampler.event)
+            snaps = self._snapshots = MappingSnapshots(
+                self.procfs, every=o.mappings_every, event=sampler.event,
+                cmdline=lambda key: (info.cmdline if (info := sampler.procs.get(key))
+                                     else None))
             snaps.request("start")
             sampler.between_reads = lambda: snaps.step(
                 sampler.selector.watched, lambda: bucket.allows, bucket.charge)

@@ -198,7 +198,10 @@ SNAPSHOTS = pa.schema(
         pa.field("reason", DICT),
         pa.field("pid", pa.int32(), nullable=False),
         pa.field("start_time", pa.int64(), nullable=False),
+        pa.field("ppid", pa.int32()),
+        pa.field("depth", pa.int16()),  # as in processes: 0 = a selected process, 1 = its child
         pa.field("exe", DICT),  # the target of /proc/PID/exe
+        pa.field("cmdline", DICT),  # as in processes (redacted unless --no-redact)
         pa.field("read_us", pa.int32()),  # the smaps read: the stall imposed on the process
         pa.field("parse_us", pa.int32()),  # parsing, classifying, ELF headers (recorder CPU)
         pa.field("mappings", pa.int32()),  # mappings the process had
