@@ -83,6 +83,17 @@ def test_run_through_a_proxy_watches_the_server_in_its_namespace(tmp_path):
             assert "copy-on-write" in analysis.headline.lower() or "unshar" in \
                 analysis.headline.lower(), analysis.headline
             assert "verdict:" in r.stdout
+            # the container view: the working set rose with flat RSS, through copy-on-write
+            v = analysis.container
+            assert v is not None and v["container"]["id"] == cid
+            assert v["limit"] == 512 * 2**20
+            ws = analysis.finding("working-set")
+            assert ws is not None and ws.severity == "warning", analysis.findings
+            assert "stayed flat" in ws.statement and "copy-on-write" in ws.statement
+            assert ws.evidence["component.anon_delta_bytes"] > 8 * 2**20
+            limit = analysis.finding("cgroup-limit")
+            assert limit is not None and limit.severity in ("info", "critical")
+            assert analysis.figures["cgroup.limit_bytes"] == 512 * 2**20
         finally:
             if fwd is not None:
                 stop(fwd)

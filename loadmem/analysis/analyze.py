@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loadmem.analysis import container, headline, summaries, traffic
 from loadmem.analysis import detectors as det
-from loadmem.analysis import headline, summaries, traffic
 from loadmem.analysis.model import Analysis, Window
 from loadmem.analysis.series import (
     ProcessData,
@@ -127,9 +127,11 @@ def _pss_staleness(rec: Recording, tick: int, t_end: float) -> float | None:
     return None if oldest is None else max(t_end - oldest, 0.0)
 
 
-def analyze(recording: Recording | str | Path, window: str | None = None) -> Analysis:
+def analyze(recording: Recording | str | Path, window: str | None = None,
+            limit_horizon: float = container.LIMIT_HORIZON_S) -> Analysis:
     """Explain what happened to memory in ``window`` (default: the observe phase, else the
-    whole recording). Raises ``LoadmemError`` for a recording with nothing usable."""
+    whole recording). Raises ``LoadmemError`` for a recording with nothing usable.
+    ``limit_horizon``: a container limit predicted within this many seconds is critical."""
     rec = recording if isinstance(recording, Recording) else open_recording(recording)
     system = read_system(rec)
     if len(system.t) < 2:
@@ -303,6 +305,14 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
         "recorder.rss_bytes": rec_fig["rss_bytes"],
         "recorder.smaps_max_stall_ms": rec_fig["smaps_max_stall_ms"],
     }
+    view = container.container_view(rec, main.t_start, main.t_end)
+    if view is not None:
+        findings += container.findings(view, findings, ctx.d("rss", "group"),
+                                       rss_ch.start if rss_ch is not None else None,
+                                       horizon=limit_horizon)
+        figures.update(view.figures())
+    else:
+        figures.update(dict.fromkeys(container.FIGURES))
     figures = {k: (None if v is None or not np.isfinite(v) else float(v))
                for k, v in figures.items()}
     return Analysis(
@@ -316,4 +326,5 @@ def analyze(recording: Recording | str | Path, window: str | None = None) -> Ana
         processes=summaries.process_rows(procs, groups, checkpoints),
         meta=dict(rec.meta),
         notes=notes,
+        container=view.to_dict() if view is not None else None,
     )

@@ -181,7 +181,36 @@ BREAKDOWN: tuple[Metric, ...] = (
         for kind in ("rss", "pss", "uss")
     ),
 )
-METRICS = METRICS + BREAKDOWN
+#: The container view (``loadmem/analysis/container.py``): the memory cgroup the watched
+#: processes share, as the OOM killer and kubelet see it; absent (null) without one.
+CONTAINER: tuple[Metric, ...] = (
+    _m("cgroup.usage_bytes.end", "bytes", "lower", "watched",
+       "the container's memory cgroup usage at the end (memory.current)", "cgroup_usage"),
+    _m("cgroup.working_set_bytes.end", "bytes", "lower", "watched",
+       "the container's working set at the end: usage - inactive file (kubelet's)",
+       "working_set"),
+    _m("cgroup.working_set_delta_bytes", "bytes", "lower", "watched",
+       "change of the container's working set over the window", "working_set_growth",
+       signed=True),
+    _m("cgroup.working_set_rate_bytes_per_s", "bytes_per_s", "lower", "watched",
+       "current rate of the working set (Theil-Sen, last half of the window)", signed=True),
+    _m("cgroup.limit_bytes", "bytes", "neutral", "watched",
+       "the container's effective memory limit (its own or an ancestor's)", "cgroup_limit"),
+    _m("cgroup.headroom_fraction.end", "ratio", "higher", "watched",
+       "share of the limit not used by the working set at the end", "headroom"),
+    _m("cgroup.time_to_limit_s", "s", "higher", "watched",
+       "time from the window's end until the working set reaches the limit at the current "
+       "rate (null when not growing)", "time_to_limit"),
+    _m("cgroup.oom_kills", "count", "lower", "watched",
+       "processes the OOM killer killed in the container during the window", "oom_kills"),
+    _m("cgroup.limit_hits", "count", "lower", "watched",
+       "times the container's usage hit its limit during the window (memory.events max, "
+       "v1 failcnt)"),
+    _m("cgroup.pressure_some_fraction.max", "ratio", "lower", "watched",
+       "highest share of time some tasks of the container stalled on memory (PSI avg10, v2)",
+       "memory_pressure"),
+)
+METRICS = METRICS + BREAKDOWN + CONTAINER
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 _ALIASES: dict[str, Metric] = {a: m for m in METRICS for a in m.aliases}

@@ -66,6 +66,9 @@ class Analysis:
     processes: list[dict[str, Any]] = field(default_factory=list)  # per process summary rows
     meta: dict[str, Any] = field(default_factory=dict)  # the recording's meta.json
     notes: list[str] = field(default_factory=list)  # data problems the reader should know
+    #: the container view (``container.ContainerView.to_dict()``) when the watched processes
+    #: share a memory cgroup that is a container, was selected, or has a limit
+    container: dict[str, Any] | None = None
 
     @property
     def severity(self) -> Severity:

@@ -28,6 +28,7 @@ import sys
 from loadmem.analysis import analyze
 from loadmem.analysis.model import SEVERITIES, severity_rank
 from loadmem.errors import EXIT_FINDING, EXIT_OK
+from loadmem.units import duration_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,13 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="print the analysis as JSON (schema in docs/analysis.md)")
     fmt.add_argument("--markdown", action="store_true",
                      help="print a Markdown summary (for CI step summaries)")
+    parser.add_argument("--limit-horizon", type=duration_arg, default=None, metavar="D",
+                        help="a container (memory cgroup) predicted to reach its limit within "
+                             "D is critical (default 1h; see docs/containers.md)")
     parser.add_argument("--fail-on", choices=[*SEVERITIES[2:], "never"], default="warning",
                         help="exit 1 when a finding reaches this severity (default warning; "
                              "never: always exit 0 on a readable recording)")
 
 
 def run(args: argparse.Namespace) -> int:
-    analysis = analyze(args.recording, window=args.window)
+    analysis = analyze(args.recording, window=args.window,
+                       **({"limit_horizon": args.limit_horizon}
+                          if args.limit_horizon is not None else {}))
     if args.json:
         from loadmem.presentation.json_report import render
     elif args.markdown:

@@ -40,6 +40,7 @@ from loadmem.analysis.model import Analysis, Finding, Window, severity_rank
 from loadmem.errors import LoadmemError
 from loadmem.presentation import escape
 from loadmem.presentation.downsample import DEFAULT_MAX_POINTS, envelope_indices
+from loadmem.presentation.plot_container import panel_container
 from loadmem.presentation.plot_series import (
     LoadSeries,
     PlotData,
@@ -85,6 +86,8 @@ FINDING_PANEL = {
     "rss-growth": "rss",
     "huge-pages": "rss",
     "recorder-footprint": "",  # reported in the text, not on the figure
+    "cgroup-limit": "container",
+    "working-set": "container",
 }
 
 
@@ -510,6 +513,9 @@ def render_figure(
     ctx = _Ctx(data, max_points)
     panels = ["phases", "system", "rss", "truth"]
     ratios = [0.2, 1.0, 0.9, 1.25]
+    if analysis.container is not None:  # the container view (plot_container.py)
+        panels.append("container")
+        ratios.append(1.0)
     if data.load is not None:
         panels += ["load", "latency"]
         ratios += [0.75, 0.55]
@@ -525,6 +531,9 @@ def render_figure(
     _panel_system(axes["system"], data.system, data.processes, ctx)
     _panel_rss(axes["rss"], data.processes, ctx)
     _panel_truth(axes["truth"], data.processes, ctx)
+    if "container" in axes:
+        panel_container(axes["container"], rec, analysis.container or {},
+                        (data.t_start, data.t_end), ctx.x, max_points, _legend)
     if data.load is not None:
         _panel_load(axes["load"], data.load, ctx)
         _panel_latency(axes["latency"], data.load, ctx)

@@ -102,7 +102,11 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
     w = stream.write
     title = f"loadmem analyze {terminal(a.recording)}" + (
         f" [{terminal(a.label)}]" if a.label else "")
-    w(title + "\n\n")
+    w(title + "\n")
+    for e in a.meta.get("selected") or []:  # what --port/--cgroup... found (meta.json)
+        if isinstance(e, dict) and isinstance(e.get("text"), str):
+            w(f"watching: {terminal(e['text'])}\n")
+    w("\n")
     w(f"Verdict: {a.severity.upper()}\n")
     for line in _wrap(terminal(a.headline), "  ", width):
         w(line + "\n")

@@ -343,6 +343,7 @@ class Sampler:
                     **common,
                     "pid": w.pid, "start_time": w.start_time, "ppid": st.ppid,
                     "name": st.comm, "cmdline": info.cmdline, "role": w.role,
+                    "cgroup": info.cgroup.path if info.cgroup is not None else None,
                     "depth": w.depth, "state": st.state, "threads": st.num_threads,
                     "rss": status.rss if status else None,
                     "rss_anon": status.rss_anon if status else None,

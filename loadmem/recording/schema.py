@@ -62,7 +62,8 @@ PROCESS_FIELDS = [
     pa.field("ppid", pa.int32()),
     pa.field("name", DICT),  # comm
     pa.field("cmdline", DICT),  # redacted unless --no-redact
-    pa.field("role", DICT),  # "target" | "loadgen"
+    pa.field("role", DICT),  # "target" | "loadgen" | "proxy"
+    pa.field("cgroup", DICT),  # its memory cgroup (read when it started being watched)
     pa.field("depth", pa.int16()),  # 0 = selected process, 1 = its child, ...
     pa.field("state", DICT),  # R, S, D, Z, ...
     pa.field("threads", pa.int32()),
