@@ -281,10 +281,10 @@ def _record_budget(cow_exe: Path, out: Path, budget: float) -> list[dict]:
 
 
 def test_snapshot_reads_wait_for_the_budget(cow_exe, tmp_path):
-    """At 0.1 % of a core (a 5-ms bucket, less than the recorder's start-up costs) no
+    """At 0.01 % of a core (a 0.5-ms bucket, less than the recorder's first tick) no
     snapshot read fits while it records: the start round stays pending and is read at the
     stop (and no second round is taken). With the whole core, it is read on the first tick."""
-    starved = _record_budget(cow_exe, tmp_path / "starved", 0.001)
+    starved = _record_budget(cow_exe, tmp_path / "starved", 0.0001)
     assert [s["reason"] for s in starved] == ["start"] * 4
     last_tick = max(s["tick"] for s in starved)
     assert last_tick >= 9 and {s["tick"] for s in starved} == {last_tick}
