@@ -33,6 +33,7 @@ from pathlib import Path
 
 from loadmem.recorder.recorder import Recorder, RecordOptions
 from loadmem.recorder.selection import Selection
+from loadmem.recording.writer import COMPACT_EVERY
 from loadmem.units import duration_arg, percent_arg
 
 
@@ -112,6 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control-stdin", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--status-stdout", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
+    # tests and the soak benchmark: compact after N segments instead of 120
+    parser.add_argument("--compact-every", type=int, default=COMPACT_EVERY,
+                        help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         lean=True,
         mappings=not args.no_mappings,
         mappings_every=args.mappings_every,
+        compact_every=max(0, args.compact_every),
     )
     msg = sys.stderr if args.status_stdout else sys.stdout
     options.announce = lambda line: print(f"watching: {line}", file=msg, flush=True)

@@ -40,6 +40,7 @@ import pyarrow as pa
 from loadmem.errors import LoadmemError
 from loadmem.procfs.reader import KeptOpenProcFS, ProcFS
 from loadmem.procfs.smaps_rollup import parse_smaps_rollup
+from loadmem.recorder.compactor import BackgroundCompactor
 from loadmem.recorder.mappings import REASONS, MappingSnapshots
 from loadmem.recorder.meta import build_meta
 from loadmem.recorder.sampler import Sampler, TickResult
@@ -48,6 +49,7 @@ from loadmem.recorder.selected import selected_lines
 from loadmem.recorder.selection import ProcessSelector, Selection
 from loadmem.recording import schema
 from loadmem.recording.writer import (
+    COMPACT_EVERY,
     META_FILE,
     TableWriter,
     finalize,
@@ -87,6 +89,7 @@ class RecordOptions:
     announce: Callable[[str], None] | None = None
     mappings: bool = True  # per-mapping snapshots (smaps) at the start, the stop, on request
     mappings_every: float | None = None  # and every this many seconds
+    compact_every: int = COMPACT_EVERY  # segments per compaction (0: only the final merge)
 
 
 @dataclass
@@ -236,6 +239,7 @@ class Recorder:
         self._seen_keys: frozenset[tuple[int, int]] = frozenset()
         self.ticks = 0
         self._snapshots: MappingSnapshots | None = None
+        self._compactor: BackgroundCompactor | None = None
 
     # --- public --------------------------------------------------------------------
     @property
@@ -291,6 +295,9 @@ class Recorder:
             for line in selected_lines(meta):
                 o.announce(line)
         bucket = TokenBucket(o.pss_budget, BUDGET_CAP_S)
+        if o.compact_every:
+            self._compactor = BackgroundCompactor(on_fork=selector.exclude.add,
+                                                  on_reap=selector.exclude.discard)
         sampler = Sampler(selector, bucket, self.procfs, max_age=o.pss_max_age,
                           interval=o.interval, redact=redact, read_cgroups=o.read_cgroups)
         writers: dict[str, TableWriter] = {
@@ -339,6 +346,8 @@ class Recorder:
                           t=time.monotonic() - start_monotonic, ts=dt.datetime.now(dt.UTC))
             writers["events"].extend(sampler.take_events())
             _flush_all(writers, out)
+            if self._compactor is not None:  # sampling is over: the merge may wait for it
+                self._compactor.wait()
             if o.finalize:
                 finalize(out)
                 finalized = True
@@ -353,6 +362,8 @@ class Recorder:
                     w.flush()
             raise
         finally:
+            if self._compactor is not None and self._compactor.busy:  # an interrupted stop
+                self._compactor.kill()
             if restore is not None:
                 restore()
             if o.progress:
@@ -369,9 +380,13 @@ class Recorder:
         o = self.o
         tick = 0
         slot = 0  # index of the scheduled tick time
-        last_flush = start
         own_pss_t = -math.inf
         page = os.sysconf("SC_PAGE_SIZE")
+        # Segments are written on a wall-clock schedule: after the first tick at or past
+        # each multiple of --flush since the start, so a kill loses at most --flush of
+        # samples (a flush "--flush after the previous one ended" drifts by a tick each time)
+        next_flush = o.flush
+        prev_slot, prev_t, work_s, work_cpu = -1, 0.0, 0.0, 0.0
         while tick == 0 or not self.stop_event.is_set():  # at least one sample
             scheduled = start + slot * o.interval
             if o.duration is not None and scheduled - start > o.duration + 1e-6:
@@ -382,10 +397,22 @@ class Recorder:
                 if self.stop_event.wait(scheduled - now):
                     break
                 now = time.monotonic()
+            latest = math.floor((now - start) / o.interval + 1e-9)
+            if latest > slot:  # woken a whole interval late (a stopped or starved process):
+                slot = latest  # this is the tick of the latest slot, those before are missed
+                scheduled = start + slot * o.interval
+                if o.duration is not None and scheduled - start > o.duration + 1e-6:
+                    self.stop_reason = "duration"
+                    break
             lag = now - scheduled
             t = now - start
             ts = dt.datetime.now(dt.UTC)
+            missed = slot - prev_slot - 1
+            if missed > 0:
+                self._gap(sampler, missed, prev_t, t, work_s, work_cpu, ts)
+            prev_slot, prev_t = slot, t
             self._drain_control(sampler)
+            cpu0 = time.process_time()
             snaps = self._snapshots
             if snaps is not None:
                 snaps.begin_tick(tick, t, ts)
@@ -416,19 +443,57 @@ class Recorder:
                 "smaps_reads": res.smaps_reads, "smaps_us": res.smaps_us,
                 "smaps_max_us": res.smaps_max_us, "processes": len(res.processes),
                 "pss_oldest_s": res.pss_oldest_s, "budget_s": bucket.balance,
-                "errors": res.errors, "lag_s": lag,
+                "errors": res.errors, "lag_s": lag, "missed_ticks": missed,
+                "cpu_children": self._compactor.cpu_s if self._compactor else 0.0,
             })
             if o.status_stdout:
                 self._status_line(t, tick, res)
             if o.progress:
                 self._progress(t, res, times.user + times.system)
-            if time.monotonic() - last_flush >= o.flush:
+            if scheduled - start >= next_flush - 1e-6:
                 _flush_all(writers, out)
-                last_flush = time.monotonic()
+                self._compact(writers, sampler, bucket)
+                next_flush = (math.floor((scheduled - start) / o.flush + 1e-6) + 1) * o.flush
+            work_s, work_cpu = time.monotonic() - now, time.process_time() - cpu0
             tick += 1
             self.ticks = tick
             # the next slot in the future: ticks that could not happen are skipped
             slot = max(slot + 1, math.floor((time.monotonic() - start) / o.interval) + 1)
+
+    def _gap(self, sampler: Sampler, missed: int, from_t: float, to_t: float, work_s: float,
+             work_cpu: float, ts: dt.datetime) -> None:
+        """Ticks that could not happen: an event saying how many, when, and whose fault.
+
+        ``recorder``: the previous tick's own work (sampling, writing segments) took more
+        CPU than an interval; ``host``: the recorder was not run in time (a busy or
+        suspended host, a stopped process), whether it was sleeping or working then."""
+        cause = "recorder" if work_cpu > self.o.interval else "host"
+        sampler.event("gap", f"no sample for {to_t - from_t:.3f}s: {missed} tick(s) missed "
+                      f"({'the recorder was busy' if cause == 'recorder' else 'not run in time'})",
+                      {"missed": missed, "from_t": round(from_t, 6), "to_t": round(to_t, 6),
+                       "cause": cause, "work_s": round(work_s, 6),
+                       "work_cpu_s": round(work_cpu, 6)}, t=to_t, ts=ts)
+
+    def _compact(self, writers: dict[str, TableWriter], sampler: Sampler,
+                 bucket: TokenBucket) -> None:
+        """After a flush: collect a finished compaction child, start one for the tables that
+        have enough segments. The child's CPU is charged to the budget as a spread debt."""
+        c = self._compactor
+        if c is None:
+            return
+        done = c.poll()
+        if done is not None:
+            bucket.charge_spread(done.cpu_s)
+            if not done.ok:
+                sampler.event("warning", f"compaction failed: {done.error}; the segments stay "
+                              "and are merged at the end",
+                              {"reason": "compaction-failed", "tables": done.tables,
+                               "error": done.error})
+        if c.busy or not any(w.compaction_due for w in writers.values()):
+            return
+        jobs = [job for w in writers.values() if w.compaction_due
+                for job in [w.take_compaction()] if job is not None]
+        c.start(jobs)
 
     # --- helpers -------------------------------------------------------------------
     @staticmethod
@@ -441,9 +506,11 @@ class Recorder:
 
     def _writer(self, out: Path, name: str, sch: pa.Schema) -> TableWriter:
         # light segments: uncompressed, no statistics (cheaper to write, and smaller for a
-        # few rows); the merge at the end compresses
+        # few rows); the merge at the end compresses. Compaction runs in a child process
+        # (BackgroundCompactor), never inside a flush.
         return TableWriter(out, name, sch, writer_id="rec", flush_s=self.o.flush,
-                           light_segments=True)
+                           light_segments=True, compact_every=self.o.compact_every,
+                           auto_compact=False)
 
     def _own_rss(self, page: int) -> int | None:
         try:

@@ -44,13 +44,26 @@ class TokenBucket:
         self.budget = budget
         self.cap = budget * cap_s
         self.balance = self.cap  # start full: the first round of reads is the baseline
+        self.debt = 0.0  # CPU charged with charge_spread, not yet repaid
         self._wall = time.monotonic() if wall_now is None else wall_now
         self._cpu = time.process_time() if cpu_now is None else cpu_now
 
     def refill(self, wall_now: float | None = None) -> None:
         wall_now = time.monotonic() if wall_now is None else wall_now
-        self.balance = min(self.cap, self.balance + self.budget * max(0.0, wall_now - self._wall))
+        add = self.budget * max(0.0, wall_now - self._wall)
+        new = self.balance + add
+        if self.debt > 0:  # repaid from what the cap would waste, and from half the refill
+            repay = min(self.debt, max(add / 2, new - self.cap))
+            self.debt -= repay
+            new -= repay
+        self.balance = min(self.cap, new)
         self._wall = wall_now
+
+    def charge_spread(self, cpu_s: float) -> None:
+        """Charge CPU used outside this process's clock (a compaction child) as a debt,
+        repaid from at most half of each refill (and from any refill the cap would waste),
+        so that one large bill defers reads for a while instead of stopping them."""
+        self.debt += max(0.0, cpu_s)
 
     def charge(self, cpu_now: float | None = None) -> float:
         """Charge the CPU used since the last charge; return it."""

@@ -120,6 +120,8 @@ RECORDER = pa.schema(
         pa.field("budget_s", pa.float64()),  # CPU budget balance after this tick (seconds)
         pa.field("errors", pa.int16()),  # failed reads this tick
         pa.field("lag_s", pa.float64()),  # how late this tick started
+        pa.field("missed_ticks", pa.int32()),  # ticks that could not happen just before this one
+        pa.field("cpu_children", pa.float64()),  # cumulative CPU of compaction children
     ]
 )
 
@@ -247,6 +249,7 @@ EVENT_KINDS = {
     "warning": "something the reader should know (permission denied, budget exhausted)",
     "snapshot_start": "a mapping snapshot began; data: snapshot, reason, processes",
     "snapshot_end": "a mapping snapshot ended; data: snapshot, reason, read, failed, seconds",
+    "gap": "ticks that could not happen; data: missed, from_t, to_t, cause (recorder | host)",
     "load_stats": "final Locust totals at the end of load; data: JSON of the totals",
     "note": "free text, e.g. attached from another machine",
 }
