@@ -171,26 +171,22 @@ def group_of(
 def _batches(rec: Recording, name: str, columns: list[str]) -> Iterator[pa.Table]:
     """Stream a table's files one row group at a time, only ``columns`` (bounded memory).
 
-    Rows of segments that a merged file already holds (a merge cut short) are skipped, as
-    the reader does. Unreadable files are skipped: ``open_recording`` notes them.
+    Rows of segments that a merged file already holds (a merge cut short) are skipped by the
+    reader's one rule (``Recording.without_merged_rows``). Unreadable files are skipped:
+    ``open_recording`` notes them.
     """
-    files = rec.files(name)
-    merged_max: float | None = None
-    for i, f in enumerate(files):
+    for f in rec.files(name):
         try:
             pf = pq.ParquetFile(f)
             present = [c for c in columns if c in pf.schema_arrow.names]
+            if "t" not in present and "t" in pf.schema_arrow.names:
+                present.append("t")  # the de-duplication needs it
             # Whole row groups (the writer keeps them to about a million rows): decoding a
             # row group reads its columns in parallel, three times faster than iter_batches.
             for rg in range(pf.metadata.num_row_groups):
-                tb = pf.read_row_group(rg, columns=present)
-                if merged_max is not None and "t" in tb.column_names:
-                    tb = tb.filter(pc.greater(tb.column("t"), merged_max))
+                tb = rec.without_merged_rows(name, pf.read_row_group(rg, columns=present), f)
                 if tb.num_rows:
                     yield tb
-            if f.name == f"{name}.parquet" and i + 1 < len(files):
-                mt = pq.read_table(f, columns=["t"]).column("t")
-                merged_max = float(pc.max(mt).as_py()) if len(mt) else None
         except (OSError, pa.ArrowException):
             continue
 

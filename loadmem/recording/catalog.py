@@ -20,6 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from loadmem.errors import LoadmemError
+from loadmem.recording.reader import open_recording
+from loadmem.recording.validate import read_meta
 from loadmem.recording.writer import META_FILE
 
 TABLE_NAMES = ("system", "processes", "events", "requests", "recorder", "cgroup")
@@ -95,15 +97,17 @@ def _target(meta: dict[str, Any]) -> str:
 
 
 def describe(rec: Path) -> RecordingEntry:
-    """One entry; problems (unreadable meta, no data) are reported in ``problem``."""
-    meta: dict[str, Any] = {}
-    problem = None
-    try:
-        meta = json.loads((rec / META_FILE).read_text())
-    except FileNotFoundError:
-        problem = "no meta.json"
-    except (OSError, ValueError) as e:
-        problem = f"unreadable meta.json: {e}"
+    """One entry; problems (unreadable meta, no data) are reported in ``problem``, and a
+    recording that the validation edge refuses is listed with status ``damaged``."""
+    meta, notes = read_meta(rec)
+    problem = "no meta.json" if not (rec / META_FILE).exists() else (notes[0] if notes else None)
+    damaged = False
+    try:  # the same checks as every other command (footers only: cheap)
+        opened = open_recording(rec)
+        problem = problem or next((n for n in opened.notes if n.startswith("skipped")), None)
+    except LoadmemError as e:
+        damaged = True
+        problem = problem or e.message.replace(f"{rec}/", "").replace(f"{rec}: ", "")
     duration = used_start = used_delta = None
     system = _read_columns(rec, "system", ["t", "MemTotal", "MemAvailable"])
     if system is not None and system.num_rows:
@@ -127,7 +131,7 @@ def describe(rec: Path) -> RecordingEntry:
         label=meta.get("label"),
         started=started,
         target=_target(meta),
-        status=str(meta.get("status", "unknown")),
+        status="damaged" if damaged else str(meta.get("status", "unknown")),
         duration_s=duration,
         used_start_bytes=used_start,
         used_delta_bytes=used_delta,

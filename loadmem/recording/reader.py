@@ -1,8 +1,15 @@
 """Open a recording: the one way the rest of loadmem reads one.
 
 Handles a finished recording (``<table>.parquet``), one still being written or cut short by
-a kill (segment directories, perhaps a stray temporary file), and both at once (a merge
-interrupted half-way: the merged file wins for the rows it holds).
+a kill (segment directories, perhaps a stray temporary file), and both at once. Both at once
+means one of two things: a merge interrupted between renaming the merged file into place and
+deleting the segments (the merged file holds the segments' rows), or segments added to a
+finished recording (``loadmem.load.attach``: new rows). The merged file wins: a segment's
+rows whose ``t`` the merged file already holds are read once, from the merged file; rows it
+does not hold are new and read from the segment. ``t`` is the writer's own monotonic
+reading, so two writers never produce the same one by chance.
+
+Every file is checked when the recording is opened (``loadmem.recording.validate``).
 """
 
 from __future__ import annotations
@@ -14,10 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from loadmem.errors import LoadmemError
 from loadmem.recording.schema import FIXED_TABLES, SCHEMA_VERSION, TABLES
+from loadmem.recording.validate import (
+    check_file,
+    damaged_file,
+    file_schema_version,
+    read_meta,
+    relative,
+)
 from loadmem.recording.writer import META_FILE, segment_files
 
 
@@ -28,11 +43,17 @@ class Recording:
     path: Path
     meta: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    #: the schema version of the files, when meta.json does not say
+    meta_version: int | None = None
     _cache: dict[str, pa.Table] = field(default_factory=dict, repr=False)
+    _bad: dict[Path, str] = field(default_factory=dict, repr=False)  # file -> what is wrong
+    _merged_t: dict[str, pa.Array | None] = field(default_factory=dict, repr=False)
+    _damage: dict[str, str] = field(default_factory=dict, repr=False)  # table -> first problem
 
     @property
     def schema_version(self) -> int:
-        return int(self.meta.get("schema_version", SCHEMA_VERSION))
+        version = self.meta.get("schema_version", self.meta_version)
+        return version if isinstance(version, int) else SCHEMA_VERSION
 
     @property
     def complete(self) -> bool:
@@ -40,15 +61,67 @@ class Recording:
 
     @property
     def label(self) -> str | None:
-        return self.meta.get("label")
+        label = self.meta.get("label")
+        return label if isinstance(label, str) else None
 
-    def files(self, name: str) -> list[Path]:
+    def _all_files(self, name: str) -> list[Path]:
         merged = self.path / f"{name}.parquet"
         seg_dir = self.path / name
-        files = [merged] if merged.exists() else []
+        files = [merged] if merged.is_file() else []
         if seg_dir.is_dir():
             files += segment_files(seg_dir)
         return files
+
+    def files(self, name: str) -> list[Path]:
+        """The readable files of a table: the merged file first, then live segments. Files
+        found damaged when the recording was opened are left out (a note says so)."""
+        return [f for f in self._all_files(name) if f not in self._bad]
+
+    def damage(self, name: str) -> str | None:
+        """What is wrong with a table whose rows were (partly) lost, or None: a file that
+        could not be read, or rows that meta.json says were written but are not there."""
+        return self._damage.get(name)
+
+    def _damaged(self, name: str, f: Path | None, problem: str) -> None:
+        where = f"{relative(f, self.path)} {problem}" if f is not None else problem
+        self._damage.setdefault(name, where)
+
+    def is_merged(self, path: Path) -> bool:
+        return path.parent == self.path
+
+    def without_merged_rows(self, name: str, part: pa.Table, path: Path) -> pa.Table:
+        """``part`` (rows read from ``path``) without the rows the merged file already holds.
+
+        The one de-duplication rule (the merged file wins), for every way of reading a
+        table: ``table()`` and any streaming reader call it on each piece they read."""
+        if self.is_merged(path) or "t" not in part.column_names or part.num_rows == 0:
+            return part
+        merged_t = self._merged_times(name)
+        if merged_t is None:
+            return part
+        return part.filter(pc.invert(pc.is_in(part.column("t"), value_set=merged_t)))
+
+    def _merged_times(self, name: str) -> pa.Array | None:
+        """The distinct ``t`` of the merged file, when segments sit next to it (else None)."""
+        if name not in self._merged_t:
+            files = self.files(name)
+            merged = self.path / f"{name}.parquet"
+            times = None
+            if merged in files and len(files) > 1:
+                try:
+                    times = pc.unique(pq.read_table(merged, columns=["t"]).column("t"))
+                except (OSError, pa.ArrowException) as e:
+                    self._note_unreadable(merged, e)
+            self._merged_t[name] = times
+        return self._merged_t[name]
+
+    def _note_unreadable(self, f: Path, e: Exception) -> None:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        table = f.stem if self.is_merged(f) else f.parent.name
+        self._damaged(table, f, f"cannot be read ({detail})")
+        note = f"skipped unreadable file {relative(f, self.path)}: {detail}"
+        if note not in self.notes:
+            self.notes.append(note)
 
     def has(self, name: str) -> bool:
         return bool(self.files(name))
@@ -67,11 +140,29 @@ class Recording:
 
     def _load(self, name: str) -> pa.Table:
         parts: list[pa.Table] = []
-        for f in self.files(name):
+        files = self.files(name)
+        failed: list[Path] = []
+        duplicates = 0
+        for f in files:
             try:
-                parts.append(pq.read_table(f))
+                part = pq.read_table(f)
             except (OSError, pa.ArrowException) as e:
-                self.notes.append(f"skipped unreadable file {f.relative_to(self.path)}: {e}")
+                self._note_unreadable(f, e)
+                failed.append(f)
+                continue
+            kept = self.without_merged_rows(name, part, f)
+            duplicates += part.num_rows - kept.num_rows
+            parts.append(kept)
+        if failed and not parts and name in ("system", "processes"):
+            raise LoadmemError(
+                f"{failed[0]} {damaged_file(failed[0])}: the {name} table cannot be read",
+                "the recording is damaged; record again, or restore the file from a copy",
+            )
+        if duplicates:
+            self.notes.append(
+                f"{name}: {duplicates} rows of segments were also in {name}.parquet (a merge "
+                "was interrupted) and were read once"
+            )
         if not parts:
             schema = FIXED_TABLES.get(name)
             return schema.empty_table() if schema is not None else pa.table({})
@@ -120,7 +211,9 @@ class Recording:
 
 
 def open_recording(path: str | Path) -> Recording:
-    """Open the recording at ``path``; raise ``LoadmemError`` with a hint when it is not one."""
+    """Open the recording at ``path``, checked at the validation edge
+    (``loadmem.recording.validate``): damage it can work around becomes a note, a recording
+    that cannot answer raises ``LoadmemError`` naming the file and the problem."""
     import pyarrow.compute  # noqa: F401  (makes pa.compute available)
 
     p = Path(path)
@@ -134,28 +227,21 @@ def open_recording(path: str | Path) -> Recording:
             p = p.parent
         else:
             raise LoadmemError(f"{p} is a file, not a recording directory")
-    meta_path = p / META_FILE
-    notes: list[str] = []
-    meta: dict[str, Any] = {}
-    if meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as e:
-            notes.append(f"meta.json is unreadable ({e}); metadata is missing")
-    else:
-        notes.append("meta.json is missing; metadata is unknown")
+    meta, notes = read_meta(p)
     rec = Recording(path=p, meta=meta, notes=notes)
-    if not any(rec.has(t) for t in TABLES):
+    if not any(rec._all_files(t) for t in TABLES):
+        if not meta and not (p / META_FILE).exists():
+            raise LoadmemError(
+                f"{p} holds no recorded data (no meta.json, no table file): not a recording",
+                "give the directory that `loadmem record` or `loadmem run` wrote",
+            )
         raise LoadmemError(
             f"{p} holds no recorded data",
             "the recorder may have been killed before its first flush; record again",
         )
-    version = rec.schema_version
-    if version > SCHEMA_VERSION:
-        raise LoadmemError(
-            f"{p} uses recording schema {version}, newer than this loadmem ({SCHEMA_VERSION})",
-            "upgrade loadmem",
-        )
+    _check_version(rec)
+    for name in TABLES:
+        _check_table(rec, name)
     status = meta.get("status")
     if status and status != "complete":
         seg = [t for t in TABLES if (p / t).is_dir()]
@@ -165,3 +251,68 @@ def open_recording(path: str | Path) -> Recording:
             "the last few seconds before the stop may be missing"
         )
     return rec
+
+
+def _check_version(rec: Recording) -> None:
+    version = rec.meta.get("schema_version")
+    if version is None:  # meta.json lost or damaged: the files carry it too
+        version = next((v for t in TABLES for f in rec.files(t)
+                        if (v := file_schema_version(f)) is not None), None)
+        if version is not None:
+            rec.meta_version = version
+    if version is not None and version > SCHEMA_VERSION:
+        raise LoadmemError(
+            f"{rec.path} uses recording schema {version}, newer than this loadmem "
+            f"({SCHEMA_VERSION})",
+            "upgrade loadmem",
+        )
+
+
+def _expected_rows(rec: Recording, name: str) -> int:
+    rows = rec.meta.get("rows")
+    n = rows.get(name) if isinstance(rows, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) else 0
+
+
+def _check_table(rec: Recording, name: str) -> None:
+    """Check every file of one table from its footer; set bad files aside with a note, or
+    raise when a table the analysis needs has no readable file left."""
+    files = rec._all_files(name)
+    for f in files:
+        problem = check_file(f, name)
+        if problem is not None:
+            rec._bad[f] = problem
+    good = [f for f in files if f not in rec._bad]
+    bad = [f for f in files if f in rec._bad]
+    needed = bool(files or _expected_rows(rec, name))
+    if name == "system":  # memory was recorded (not a `loadmem run --no-record` directory)
+        needed = needed or (rec.meta.get("recorded") is not False
+                            and bool(rec._all_files("processes")))
+    elif name != "processes":
+        needed = False
+    if needed and not good:
+        if bad:
+            f = bad[0]
+            more = f" (and {len(bad) - 1} more of its files)" if len(bad) > 1 else ""
+            raise LoadmemError(
+                f"{f} {rec._bad[f]}{more}: the {name} table cannot be read",
+                "the recording is damaged; record again, or restore the file from a copy",
+            )
+        what = f"{name}.parquet and {name}/ are missing"
+        if _expected_rows(rec, name):
+            what += f" (meta.json says {_expected_rows(rec, name)} rows were written)"
+        raise LoadmemError(
+            f"{rec.path}: {what}: the {name} table cannot be read",
+            "the recording is incomplete; record again",
+        )
+    if not files and _expected_rows(rec, name):
+        problem = (f"{name}.parquet is missing (meta.json says {_expected_rows(rec, name)} "
+                   "rows were written)")
+        rec._damaged(name, None, problem)
+        rec.notes.append(f"{problem}; the {name} figures are not available")
+    for f in bad:
+        rec._damaged(name, f, rec._bad[f])
+        rec.notes.append(
+            f"skipped {relative(f, rec.path)}: it {rec._bad[f]}; the {name} rows it held "
+            "are missing"
+        )
