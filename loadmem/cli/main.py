@@ -32,8 +32,17 @@ typical session:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error (it prints the whole
+    usage first by default): ``loadmem analyze: error: ... (see loadmem analyze --help)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {terminal(message)} "
+                              f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="loadmem",
         description="Load test an HTTP service with Locust while recording system and "
         "per-process memory (RSS, PSS, USS, shared/private), then explain where it went.",
@@ -53,13 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the subcommand's parser, so the error names the command
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE

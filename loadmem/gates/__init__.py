@@ -60,9 +60,14 @@ def run_gates(
     defaults. The config is read first so that a bad config fails fast, before analysis.
     ``window`` is the analyzer's (``START:END`` or a phase name; default: observe).
     """
+    from loadmem.recording import TABLES, Recording, open_recording
+
     config = resolve_config(config_path, start_dir)
-    analysis = analyze_recording(recording_path, window=window)
-    report = evaluate(analysis, config.gates, config.source)
+    recording = (recording_path if isinstance(recording_path, Recording)
+                 else open_recording(recording_path))
+    analysis = analyze_recording(recording, window=window)
+    damaged = {t: d for t in TABLES if (d := recording.damage(t)) is not None}
+    report = evaluate(analysis, config.gates, config.source, damaged)
     if config.is_default:
         report.notes.insert(0, "no gates config found: using the built-in default gates")
     return report

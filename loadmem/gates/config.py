@@ -24,6 +24,8 @@ When no config file is found, ``DEFAULT_GATES`` apply (documented in ``docs/gate
 
 from __future__ import annotations
 
+import codecs
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -121,10 +123,24 @@ class _Where:
 # ---------------------------------------------------------------------------- budgets
 
 
+#: A size written where a duration is expected: "250M", "1G", "64KiB", "512 MB".
+_SIZE_LIKE = re.compile(r"^\s*[\d.]+\s*([KMGTP]i?B?|[kmgtp]i?B|[kmgtp]?iB|B)\s*$")
+#: What a latency budget may be written in: milliseconds or seconds, nothing longer.
+_LATENCY = re.compile(r"^\s*[\d.]+\s*(ms|s)\s*$", re.IGNORECASE)
+
+
 def parse_budget(metric: Metric, value: Any) -> float:
-    """A budget in the metric's unit; raises ``LoadmemError`` (without location) if malformed."""
+    """A budget in the metric's unit; raises ``LoadmemError`` (without location) if malformed.
+
+    Strict where the one parser would be generous: a budget must be finite; a latency is
+    written in ms or s (``"250M"`` would otherwise be 250 minutes); a size is refused for a
+    duration; a fraction (a failure ratio, a sharing ratio: a part of a whole) lies
+    between 0 and 100 %.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise LoadmemError(f"budget must be a number or a string, not {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise LoadmemError(f"budget {value!r} is not a finite number", "write a number")
     text = value.strip() if isinstance(value, str) else value
     negative = isinstance(text, str) and text.startswith("-")
     if negative:
@@ -137,12 +153,20 @@ def parse_budget(metric: Metric, value: Any) -> float:
             text = re.sub(r"\s*/\s*s(ec)?$", "", text, flags=re.IGNORECASE)
         v = float(parse_size(int(text) if isinstance(text, float) else text))
     elif unit == "s":
+        if isinstance(text, str) and _SIZE_LIKE.match(text) and not re.search(r"[mM]\s*$", text):
+            raise LoadmemError(f"{value!r} is a size, not a duration",
+                               'write a duration: "90s", "5m", "2h"')
         v = parse_duration(text)
     elif unit == "ms":
         if not isinstance(text, str) or re.fullmatch(r"[\d.]+", text):
             raise LoadmemError(
                 f"latency budget {value!r} has no unit", 'write it as "250ms" or "0.25s"'
             )
+        if not _LATENCY.match(text):
+            what = "a size or minutes" if _SIZE_LIKE.match(text) or text.endswith("M") else (
+                "not in ms or s")
+            raise LoadmemError(f"latency budget {value!r} is {what}",
+                               'write it in milliseconds or seconds: "250ms" or "0.25s"')
         v = parse_duration(text) * 1000.0
     elif unit == "ratio":
         v = parse_percent(text)
@@ -154,7 +178,13 @@ def parse_budget(metric: Metric, value: Any) -> float:
             except ValueError:
                 raise LoadmemError(f"invalid number {value!r}") from None
         v = float(text)
-    return -v if negative else v
+    if not math.isfinite(v):
+        raise LoadmemError(f"budget {value!r} is not a finite number", "write a number")
+    v = -v if negative else v
+    if unit == "ratio" and not metric.signed and not 0.0 <= v <= 1.0:
+        raise LoadmemError(f"{value!r} is not a fraction: {metric.name} lies between 0 and 100%",
+                           'write it as "40%" or 0.4')
+    return v
 
 
 # ---------------------------------------------------------------------------- loading
@@ -169,17 +199,42 @@ def _gates_table(data: dict[str, Any], path: Path) -> tuple[dict[str, Any] | Non
     return data.get("gates"), "gates", "compare"
 
 
+def _decode(path: Path, data: bytes) -> str:
+    """The file's text. TOML is UTF-8; a UTF-8 byte-order mark (some Windows editors write
+    one) is dropped, anything else that is not UTF-8 is an error naming the line."""
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if data.startswith(bom):
+            raise LoadmemError(f"{path}:1: the file is {name} (it starts with a {name} "
+                               "byte-order mark); TOML files are UTF-8",
+                               "save it as UTF-8")
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise LoadmemError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); TOML files "
+                           "are UTF-8", "save it as UTF-8") from None
+
+
 def _read(path: Path) -> tuple[str, dict[str, Any]]:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise LoadmemError(f"no gates config at {path}", "give an existing --config file") from None
+    except IsADirectoryError:
+        raise LoadmemError(f"{path} is a directory, not a gates config",
+                           "give a loadmem.toml or pyproject.toml file") from None
     except OSError as e:
         raise LoadmemError(f"cannot read {path}: {e.strerror or e}") from None
+    text = _decode(path, data)
     try:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise LoadmemError(f"{path}: invalid TOML: {e}") from None
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+        where = f"{path}:{m.group(1)}" if m else str(path)
+        raise LoadmemError(f"{where}: invalid TOML: {e}") from None
 
 
 def _parse_gate(name: str, spec: Any, where: _Where) -> Gate:
@@ -231,6 +286,16 @@ def _parse_gate(name: str, spec: Any, where: _Where) -> Gate:
     )
 
 
+def _finite_percent(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise LoadmemError(f"a percentage must be a number or a string, not {value!r}")
+    v = parse_percent(value)
+    if not math.isfinite(v) or v < 0:
+        raise LoadmemError(f"invalid percentage {value!r}: must be a finite number, 0 or more",
+                           "write it as 10% or 2.5%")
+    return v
+
+
 def _parse_compare(table: Any, where: _Where) -> tuple[float | None, dict[str, RegressionBudget]]:
     if table is None:
         return None, {}
@@ -243,7 +308,7 @@ def _parse_compare(table: Any, where: _Where) -> tuple[float | None, dict[str, R
     fail = None
     if "fail_on_regression" in table:
         try:
-            fail = parse_percent(table["fail_on_regression"])
+            fail = _finite_percent(table["fail_on_regression"])
         except LoadmemError as e:
             raise where.error("compare", "fail_on_regression", e.message, e.hint) from None
     budgets: dict[str, RegressionBudget] = {}
@@ -257,7 +322,7 @@ def _parse_compare(table: Any, where: _Where) -> tuple[float | None, dict[str, R
                               "see docs/gates.md for the metric names")
         try:
             if isinstance(raw, str) and raw.strip().endswith("%"):
-                budgets[metric.name] = RegressionBudget(metric, relative=parse_percent(raw),
+                budgets[metric.name] = RegressionBudget(metric, relative=_finite_percent(raw),
                                                         text=raw)
             else:
                 budgets[metric.name] = RegressionBudget(

@@ -3,12 +3,15 @@
 A gate whose figure the analysis could not measure (``None``: e.g. latency on a recording
 without load) **fails** by default, with the reason in its message: a budget that silently
 stops being checked is worse than a red build. A gate declared with ``missing = "skip"``
-is reported as skipped instead and does not fail the report.
+is reported as skipped instead and does not fail the report, unless the figure is missing
+because the table it comes from is damaged (a file that cannot be read, rows that
+``meta.json`` says were written): ``skip`` is for a figure that does not apply, lost data
+always fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -80,8 +83,15 @@ class GateReport:
         }
 
 
-def evaluate_gate(gate: Gate, figures: dict[str, float | None]) -> GateResult:
-    """Compare one figure with its budget; the message carries both numbers."""
+#: The recording table each scope's figures come from.
+TABLE_OF_SCOPE = {"load": "requests", "watched": "processes", "system": "system",
+                  "window": "system", "recorder": "recorder"}
+
+
+def evaluate_gate(gate: Gate, figures: dict[str, float | None],
+                  damaged: Mapping[str, str] | None = None) -> GateResult:
+    """Compare one figure with its budget; the message carries both numbers. ``damaged``:
+    table -> what is wrong with it (``Recording.damage``)."""
     m = gate.metric
     measured = figures.get(m.name)
     op = "<=" if gate.comparison == "max" else ">="
@@ -92,6 +102,11 @@ def evaluate_gate(gate: Gate, figures: dict[str, float | None]) -> GateResult:
         measured_text=m.format(measured), budget_text=budget_text,
     )
     if measured is None:
+        lost = (damaged or {}).get(TABLE_OF_SCOPE.get(m.scope, ""))
+        if lost is not None:
+            base.status = "fail"
+            base.message = f"{m.name} not measured: its data is damaged ({lost})"
+            return base
         why = "not measured in this recording" + (
             " (no load phase / requests table)" if m.scope == "load" else ""
         )
@@ -121,10 +136,11 @@ def evaluate_gate(gate: Gate, figures: dict[str, float | None]) -> GateResult:
     return base
 
 
-def evaluate(analysis: Analysis, gates: Iterable[Gate], config_source: str = "") -> GateReport:
+def evaluate(analysis: Analysis, gates: Iterable[Gate], config_source: str = "",
+             damaged: Mapping[str, str] | None = None) -> GateReport:
     """One result per gate, in declaration order."""
     figures = analysis_figures(analysis)
-    results = [evaluate_gate(g, figures) for g in gates]
+    results = [evaluate_gate(g, figures, damaged) for g in gates]
     return GateReport(
         recording=analysis.recording,
         label=analysis.label,
