@@ -284,12 +284,10 @@ def _check_table(rec: Recording, name: str) -> None:
             rec._bad[f] = problem
     good = [f for f in files if f not in rec._bad]
     bad = [f for f in files if f in rec._bad]
-    needed = bool(files or _expected_rows(rec, name))
-    if name == "system":  # memory was recorded (not a `loadmem run --no-record` directory)
-        needed = needed or (rec.meta.get("recorded") is not False
-                            and bool(rec._all_files("processes")))
-    elif name != "processes":
-        needed = False
+    # system and processes are what every question is about: when they exist, or meta.json
+    # says rows were written to them, they must be readable. (A `loadmem run --no-record`
+    # directory has neither: events and requests only.)
+    needed = name in ("system", "processes") and bool(files or _expected_rows(rec, name))
     if needed and not good:
         if bad:
             f = bad[0]
