@@ -234,12 +234,8 @@ def _recording_cases() -> list[Case]:
     for name, damage, error, out, commands, base in RECORDING_CASES:
         for cmd in commands:
             argv, ok = COMMANDS[cmd]
-            if cmd == "compare":  # the damaged one is a side of the comparison
-                out_here = None
-            elif cmd in ("plot", "report"):  # notes are in the file, not on stdout
-                out_here = None
-            else:
-                out_here = out
+            # compare: the damaged one is only a side; plot, report: notes are in the file
+            out_here = None if cmd in ("compare", "plot", "report") else out
             cases.append(Case(f"{cmd}:{name}", argv, 2 if error else ok, error, out_here,
                               damage, base, PASSING_GATE))
     return cases
