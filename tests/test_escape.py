@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,13 @@ def test_ls_and_gate(hostile: Path, tmp_path: Path) -> None:
         done = _loadmem("gate", str(hostile), "--config", str(config), *fmt)
         assert done.returncode == 0, done.stdout + done.stderr
         _no_raw_control(done.stdout)
+        if not fmt:  # JUnit XML: a raw control character would make the file unparsable
+            done = _loadmem("gate", str(hostile), "--config", str(config), "--junit",
+                            str(tmp_path / "j.xml"))
+            assert done.returncode == 0, done.stderr
+            props = {p.get("name"): p.get("value")
+                     for p in ElementTree.parse(tmp_path / "j.xml").iter("property")}
+            assert props["label"] == escape.terminal(HOSTILE_LABEL)
         if fmt:  # the label as a code span (literal: no HTML, no Markdown inside one)
             heading = done.stdout.splitlines()[0]
             assert heading.endswith(" — `<b>bold</b> | *x* \\x1b]0;pwned\\x07 ![i](x.png) $a$`")

@@ -5,6 +5,10 @@ GitLab ``artifacts:reports:junit``, Jenkins ``junit``): ``testsuites`` > ``tests
 (name, tests, failures, errors, skipped, time, timestamp, hostname) > ``properties`` and
 ``testcase`` (name, classname, time) > ``failure`` (message, type) or ``skipped``
 (message). Only those element and attribute names are used, so strict parsers accept it.
+
+Text from the recording (label, recording path, the verdict naming processes) and the
+messages go through ``escape.terminal``: a control character (an escape sequence in a
+process name) is not a valid XML 1.0 character, and one would make the file unreadable.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from loadmem.errors import LoadmemError
 from loadmem.gates.evaluate import GateReport
+from loadmem.presentation.escape import terminal
 
 
 def to_element(report: GateReport) -> ET.Element:
@@ -24,7 +29,7 @@ def to_element(report: GateReport) -> ET.Element:
     skipped = len(report.skipped)
     counts = {"tests": str(n), "failures": str(failures), "errors": "0", "time": "0"}
     root = ET.Element("testsuites", {"name": "loadmem gates", **counts})
-    suite_name = "loadmem gates" + (f" ({report.label})" if report.label else "")
+    suite_name = "loadmem gates" + (f" ({terminal(report.label)})" if report.label else "")
     suite = ET.SubElement(
         root,
         "testsuite",
@@ -43,23 +48,25 @@ def to_element(report: GateReport) -> ET.Element:
         ("config", report.config_source),
         ("verdict", report.headline),
     ):
-        ET.SubElement(props, "property", {"name": name, "value": value})
+        ET.SubElement(props, "property", {"name": name, "value": terminal(value)})
     for r in report.results:
         case = ET.SubElement(
-            suite, "testcase", {"name": r.name, "classname": f"loadmem.gates.{r.metric}",
+            suite, "testcase", {"name": terminal(r.name),
+                                "classname": f"loadmem.gates.{r.metric}",
                                 "time": "0"}
         )
         if r.status == "fail":
-            failure = ET.SubElement(case, "failure", {"message": r.message, "type": "GateFailed"})
+            message = terminal(r.message)
+            failure = ET.SubElement(case, "failure", {"message": message, "type": "GateFailed"})
             failure.text = (
                 f"metric: {r.metric}\nmeasured: {r.measured_text} ({r.measured})\n"
-                f"budget: {r.comparison} {r.budget_text} ({r.budget})\n{r.message}\n"
+                f"budget: {r.comparison} {r.budget_text} ({r.budget})\n{message}\n"
             )
         elif r.status == "skip":
-            ET.SubElement(case, "skipped", {"message": r.message})
+            ET.SubElement(case, "skipped", {"message": terminal(r.message)})
         else:
             out = ET.SubElement(case, "system-out")
-            out.text = r.message
+            out.text = terminal(r.message)
     return root
 
 
