@@ -2,7 +2,7 @@
 
 import pytest
 
-from loadmem.redact import REDACTED, is_secret_name, redact_argv, redact_text
+from loadmem.redact import REDACTED, RULES, is_secret_name, redact_argv, redact_text
 
 # (argv, expected) pairs: every secret form the recorder may meet on a real host.
 REDACTED_ARGV = [
@@ -216,3 +216,156 @@ def test_long_adversarial_arguments_stay_linear(arg):
     out = redact_argv([arg])[0]
     assert len(out) <= len(arg) + 10
     assert "password=" not in arg or "password=***" in out
+
+
+# --- one case (at least) per named rule ---------------------------------------------------
+GHP = "ghp_" + "a1B2c3D4e5" * 4
+RULE_CASES: dict[str, list[tuple[list[str], list[str]]]] = {
+    "mysql-p": [
+        (["mysql", "-u", "root", "-p", "VALUE", "shop"],
+         ["mysql", "-u", "root", "-p", "***", "shop"]),
+        (["mysql", "-pVALUE"], ["mysql", "-p***"]),
+        (["/usr/bin/mariadb-dump", "-pVALUE"], ["/usr/bin/mariadb-dump", "-p***"]),
+    ],
+    "sshpass-p": [(["sshpass", "-pVALUE", "ssh", "h"], ["sshpass", "-p***", "ssh", "h"])],
+    "redis-cli-a": [(["redis-cli", "-aVALUE"], ["redis-cli", "-a***"])],
+    "mongo-p": [(["mongosh", "-u", "admin", "-p", "VALUE"],
+                 ["mongosh", "-u", "admin", "-p", "***"])],
+    "7z-p": [(["7z", "a", "-pVALUE", "x.7z"], ["7z", "a", "-p***", "x.7z"]),
+             (["7z", "a", "-p", "x.7z"], ["7z", "a", "-p", "x.7z"])],  # -p alone prompts
+    "zip-P": [(["zip", "-P", "VALUE", "a.zip", "f"], ["zip", "-P", "***", "a.zip", "f"])],
+    "ldap-w": [(["ldapsearch", "-D", "cn=admin", "-w", "VALUE"],
+                ["ldapsearch", "-D", "cn=admin", "-w", "***"])],
+    "sqlcmd-P": [(["sqlcmd", "-S", "h", "-U", "sa", "-P", "VALUE"],
+                  ["sqlcmd", "-S", "h", "-U", "sa", "-P", "***"])],
+    "curl-user": [(["curl", "--proxy-user", "bob:VALUE", "x"],
+                   ["curl", "--proxy-user", "bob:***", "x"])],
+    "wget-user": [(["wget", "--user", "bob:VALUE", "x"], ["wget", "--user", "bob:***", "x"])],
+    "pwd": [(["app", "--pwd", "VALUE"], ["app", "--pwd", "***"]),
+            (["app", "--pwd=VALUE"], ["app", "--pwd=***"])],
+    "key": [(["app", "--key", "VALUE"], ["app", "--key", "***"]),
+            (["app", "--key=VALUE"], ["app", "--key=***"]),
+            (["app", "--key", "./tls/server.key"], ["app", "--key", "./tls/server.key"])],
+    "secret-name": [
+        (["redis-server", "--requirepass", "VALUE"], ["redis-server", "--requirepass", "***"]),
+        (["redis-server", "--masterauth", "VALUE", "--port", "6380"],
+         ["redis-server", "--masterauth", "***", "--port", "6380"]),
+        (["keytool", "-storepass", "VALUE", "-keypass", "VALUE"],
+         ["keytool", "-storepass", "***", "-keypass", "***"]),
+        (["openssl", "pkcs12", "-passin", "pass:VALUE"], ["openssl", "pkcs12", "-passin", "***"]),
+    ],
+    "url-password": [(["app", "amqp://guest:VALUE@127.0.0.1//"], ["app", "amqp://guest:***@127.0.0.1//"])],
+    "url-token-user": [
+        (["git", "clone", "https://VALUE0123456789abcdef@github.com/x"],
+         ["git", "clone", "https://***@github.com/x"]),
+    ],
+    "secret-pair": [(["env", "REDIS_PASSWORD=VALUE", "app"], ["env", "REDIS_PASSWORD=***", "app"])],
+    "auth-header": [(["curl", "-H", "Proxy-Authorization: Basic VALUE"],
+                     ["curl", "-H", "Proxy-Authorization: Basic ***"])],
+    "cookie-header": [(["curl", "-H", "set-cookie: sid=VALUE"], ["curl", "-H", "set-cookie: ***"])],
+    "bearer": [(["app", "--header=X: Bearer VALUE0123456"], ["app", "--header=X: Bearer ***"])],
+    "pem-private-key": [
+        (["app", "-----BEGIN PRIVATE KEY-----VALUE-----END PRIVATE KEY-----"],
+         ["app", "-----BEGIN PRIVATE KEY-----***-----END PRIVATE KEY-----"]),
+    ],
+    "aws-key-id": [(["app", "--id=AKIAVALUE0123456789Z"], ["app", "--id=***"])],
+    "github": [(["app", GHP], ["app", "***"])],
+    "github-pat": [(["app", "github_pat_11VALUE0123456789abcdefgh"], ["app", "***"])],
+    "gitlab": [(["app", "glpat-VALUE0123456789abcdef"], ["app", "***"]),
+               (["app", "--deploy", "gldt-VALUE0123456789abcdef"], ["app", "--deploy", "***"])],
+    "slack": [(["app", "xoxp-VALUE-0123456789"], ["app", "***"])],
+    "stripe": [(["app", "rk_live_VALUE0123456789abcd"], ["app", "***"])],
+    "sk-key": [
+        (["app", "sk-VALUE0123456789abcdefghijklmn"], ["app", "***"]),
+        (["app", "--openai", "sk-proj-VALUE_0123456789-abcdefghij"], ["app", "--openai", "***"]),
+        (["app", "OPENAI=sk-ant-api03-VALUE0123456789abcdef"], ["app", "OPENAI=***"]),
+    ],
+    "google-api-key": [(["app", "AIzaVALUE0123456789abcdefghijklmnopqrst"], ["app", "***"])],
+    "jwt": [(["app", "--jwt-x", "eyJhbGciOi.eyJzdWIiOi.VALUE"], ["app", "--jwt-x", "***"])],
+    "npm": [(["npm", "config", "set", "npm_VALUE0123456789abcdefghijklmnopqrstu"],
+             ["npm", "config", "set", "***"])],
+    "pypi": [(["twine", "pypi-AgEIcHlwaS5vcmcVALUE0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"],
+              ["twine", "***"])],
+    "huggingface": [(["app", "hf_VALUE0123456789abcdefghijklmnopq"], ["app", "***"])],
+    "shell-string": [
+        (["sh", "-c", "mysql -pVALUE shop"], ["sh", "-c", "mysql -p*** shop"]),
+        (["bash", "-c", "redis-server --requirepass 'VALUE' --port 7000"],
+         ["bash", "-c", "redis-server --requirepass *** --port 7000"]),
+        (["sh", "-c", "exec app --pwd \"VALUE x\" --workers 4"],
+         ["sh", "-c", "exec app --pwd *** --workers 4"]),
+    ],
+}
+
+
+def test_every_rule_has_a_case():
+    assert set(RULE_CASES) == set(RULES), set(RULES) ^ set(RULE_CASES)
+
+
+@pytest.mark.parametrize(("rule", "argv", "expected"),
+                         [(r, a, e) for r, cases in RULE_CASES.items() for a, e in cases],
+                         ids=lambda v: v if isinstance(v, str) else " ".join(v)[:40])
+def test_each_rule(rule, argv, expected):
+    got = redact_argv(argv)
+    assert got == expected
+    assert redact_argv(got) == got  # idempotent
+    hidden = argv != expected
+    assert not hidden or "VALUE" not in "\0".join(got), f"{rule}: the secret survived"
+
+
+#: Ordinary arguments the new rules must leave alone (false positives they could make).
+KEPT_BY_NEW_RULES = [
+    ["gunicorn", "-p", "/run/gunicorn.pid", "-b", "127.0.0.1:8000", "app:app"],
+    ["redis-server", "--port", "6379", "-p", "8000"],  # -p is no password outside the table
+    ["uwsgi", "--http", ":8000", "-p", "4", "--master"],
+    ["puma", "-p", "3000", "-w", "2"],
+    ["git", "clone", "git@github.com:o/r.git", "ssh://git@github.com/o/r.git"],
+    ["git", "clone", "https://bob@example.com/r.git"],
+    ["pip", "install", "sk-learn", "scikit-learn", "task-scheduler-with-a-long-name"],
+    ["app", "--disk-cache-size-in-megabytes-0123"],
+    ["app", "--keyfile", "/etc/k", "--key-size", "2048", "--keys=3"],
+    ["app", "--skip-name-resolve", "--pass-through", "--password-file=/run/pw"],
+    ["7z", "x", "-p", "archive.7z"],
+    ["sh", "-c", "exec gunicorn -w 4 -p 8000 app:app"],
+    ["python3", "-c", "import time; time.sleep(60)"],
+    ["sort", "-k", "2", "file.txt"],
+]
+
+
+@pytest.mark.parametrize("argv", KEPT_BY_NEW_RULES, ids=lambda v: " ".join(v)[:50])
+def test_new_rules_keep_ordinary_arguments(argv):
+    assert redact_argv(argv) == argv
+
+
+def test_the_issue_cases_are_closed():
+    """The command lines issue 14 found kept in clear."""
+    cases = [
+        ["git", "clone", "https://TOKEN0123456789abcdefghij@github.com/x"],
+        ["app", "--pwd", "TOKEN"],
+        ["app", "sk-TOKEN0123456789abcdefghij"],
+        ["mysql", "-p", "TOKEN"],
+        ["mysql", "-pTOKEN"],
+        ["redis-server", "--requirepass", "TOKEN"],
+        ["redis-server", "--masterauth", "TOKEN"],
+        ["app", "--key", "TOKEN"],
+    ]
+    for argv in cases:
+        assert "TOKEN" not in "\0".join(redact_argv(argv)), argv
+
+
+def test_long_shell_strings_stay_linear():
+    arg = "mysql -pX " * 10_000  # 100 KiB: above the split limit, text rules only
+    out = redact_argv(["sh", "-c", arg])[2]
+    assert len(out) == len(arg)
+    short = "mysql -pX " * 1_000
+    assert "-pX" not in redact_argv(["sh", "-c", short])[2]
+
+
+def test_every_rule_is_documented():
+    """docs/guarantees.md lists every rule by name (and no rule that does not exist)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "guarantees.md").read_text()
+    section = doc[doc.index("## What is redacted"):doc.index("## What is escaped")]
+    documented = set(re.findall(r"^\| `([\w\-]+)` \|", section, re.MULTILINE))
+    assert documented == set(RULES), documented ^ set(RULES)
