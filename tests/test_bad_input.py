@@ -97,15 +97,23 @@ def deleted(table: str) -> Damage:
     return lambda rec: (rec / f"{table}.parquet").unlink()
 
 
-def wrong_type(rec: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def wrong_type(table: str, column: str) -> Damage:
+    """The column rewritten as text (a foreign writer, a hand-made file)."""
+    def apply(rec: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-    f = rec / "processes.parquet"
-    t = pq.read_table(f)
-    i = t.column_names.index("rss")
-    pq.write_table(t.set_column(i, "rss", pa.array([str(v) for v in t.column("rss")
-                                                    .to_pylist()])), f)
+        f = rec / f"{table}.parquet"
+        t = pq.read_table(f)
+        i = t.column_names.index(column)
+        text = pa.array([str(v) for v in t.column(column).to_pylist()])
+        pq.write_table(t.set_column(i, column, text), f)
+    return apply
+
+
+def meta_directory(rec: Path) -> None:
+    (rec / "meta.json").unlink()
+    (rec / "meta.json").mkdir()
 
 
 def meta_raw(content: bytes) -> Damage:
@@ -187,8 +195,14 @@ RECORDING_CASES: list[tuple[str, Damage, str | None, str | None, tuple[str, ...]
      "says", None, ALL, "good"),
     ("processes-missing", deleted("processes"), "processes.parquet and processes/ are missing",
      None, ALL, "good"),
-    ("processes-wrong-type", wrong_type, "processes.parquet has column rss of type string, "
-     "expected int64", None, ALL, "good"),
+    ("processes-wrong-type", wrong_type("processes", "rss"), "processes.parquet has column rss "
+     "of type string, expected int64", None, ALL, "good"),
+    ("system-wrong-type", wrong_type("system", "MemAvailable"), "system.parquet has column "
+     "MemAvailable of type string, expected int64", None, FAST, "good"),
+    ("system-t-as-text", wrong_type("system", "t"), "system.parquet has column t of type "
+     "string, expected double", None, FAST, "good"),
+    ("events-wrong-type", wrong_type("events", "t"), None, "skipped events.parquet: it has "
+     "column t of type string", FAST, "good"),
     # other tables: a note, the rest is analysed
     *[(f"{t}-{how}", dmg(t), None, f"skipped {t}.parquet: it {msg}", FAST, "good")
       for t in ("events", "recorder", "cgroup")
@@ -203,6 +217,7 @@ RECORDING_CASES: list[tuple[str, Damage, str | None, str | None, tuple[str, ...]
     ("meta-random-bytes", meta_raw(b"\xff\xfe\x00\x81garbage"), None, "unreadable meta.json",
      FAST, "good"),
     ("meta-missing", meta_gone, None, "meta.json is missing", FAST, "good"),
+    ("meta-directory", meta_directory, None, "meta.json is a directory", FAST, "good"),
     ("meta-empty-object", meta_raw(b"{}"), None, None, FAST, "good"),
     ("meta-schema-version-text", meta_set(schema_version="one"), None,
      'schema_version is "one", not an integer', ALL, "good"),
