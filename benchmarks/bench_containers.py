@@ -145,7 +145,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ticks", type=int, default=300)
     ap.add_argument("--interval", type=float, default=0.05)
-    ap.add_argument("--cgroup-ticks", type=int, default=400)
+    ap.add_argument("--cgroup-ticks", type=int, default=200)
     ap.add_argument("--cgroup-interval", type=float, default=0.25)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()

@@ -92,8 +92,14 @@ def memory_cgroup(rel: str, limit: str | None = None) -> Iterator[Cgroup]:
             (directory / "memory.limit_in_bytes").write_text(limit)
         yield Cgroup(path, directory)
     finally:
+        # this cgroup and everything below it; a parent made on the way only when it is
+        # empty (another test's cgroup may be in it by now)
+        if directory in made:
+            _kill_cgroup(directory)
         for m in reversed(made):
-            _kill_cgroup(m)
+            if m != directory:
+                with contextlib.suppress(OSError):
+                    m.rmdir()
 
 
 def docker_id() -> str:

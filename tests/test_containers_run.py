@@ -78,6 +78,8 @@ def test_run_through_a_proxy_watches_the_server_in_its_namespace(tmp_path):
             assert not any(x["role"] == "target" and x["pid"] == fwd.pid for x in rows)
 
             analysis = analyze(rec)
+            assert analysis.figures["watched.count"] == 3  # the proxy is not the server
+            assert all(r["pid"] != fwd.pid for r in analysis.processes)
             cow = analysis.finding("cow-unsharing")
             assert cow is not None, analysis.headline
             assert "copy-on-write" in analysis.headline.lower() or "unshar" in \

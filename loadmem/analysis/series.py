@@ -7,7 +7,8 @@ process, the rows at a handful of checkpoint ticks). Nothing is looped over per 
 
 Definitions:
 
-- **watched** processes are those with role ``target`` (or no role); the load generator
+- **watched** processes are those with role ``target`` (or no role); a userland proxy in
+  front of the server (role ``proxy``) is left out; the load generator
   (role ``loadgen``) and the recorder itself (its pid from the ``recorder`` table) are
   excluded from the sums and reported apart.
 - A process is identified by ``(pid, start_time)``: a reused pid is another process.
@@ -336,6 +337,10 @@ def read_processes(
                 is_rec = np.isin(pid, rec_pids) if len(rec_pids) else np.zeros(len(pid), bool)
                 excluded_recorder += int(is_rec.sum())
                 keep &= ~is_rec
+                if "role" in tb.column_names:  # a proxy in front of the server is not it
+                    keep &= ~np.asarray(pc.fill_null(pc.equal(pc.cast(
+                        tb.column("role"), pa.string()), "proxy"), False)
+                        .to_numpy(zero_copy_only=False), dtype=bool)
                 if not keep.all():
                     tb, tick, pid = tb.filter(pa.array(keep)), tick[keep], pid[keep]
                 if tb.num_rows == 0:
