@@ -290,3 +290,53 @@ def wait_listening(p: subprocess.Popen, timeout: float = 20.0) -> int:
     if not line and time.monotonic() > deadline:
         raise AssertionError("no port printed")
     return int(line)
+
+
+#: A relay in the manner of rootlesskit's port driver or slirp4netns: it listens here and
+#: hands each accepted connection (the descriptor itself, over a socketpair) to a helper
+#: process it started inside the namespace, which connects to 127.0.0.1:PORT there. Its
+#: other end is not one of its own sockets. argv: --ns=NETNS_PATH --to=PORT
+RELAY = r'''
+import os, socket, subprocess, sys
+opts = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+netns, to = opts["ns"], opts["to"]
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+helper = subprocess.Popen(["nsenter", "--net=" + netns, "--", sys.executable, "-c", HELPER,
+                           str(b.fileno()), to], pass_fds=[b.fileno()])
+b.close()
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", 0)); ls.listen(64)
+print(ls.getsockname()[1], flush=True)
+while True:
+    c, _ = ls.accept()
+    socket.send_fds(a, [b"c"], [c.fileno()])
+    c.close()
+'''
+RELAY_HELPER = r'''
+import socket, sys, threading
+s = socket.socket(fileno=int(sys.argv[1]))
+def pump(x, y):
+    try:
+        while True:
+            d = x.recv(65536)
+            if not d:
+                break
+            y.sendall(d)
+    except OSError:
+        pass
+    for z in (x, y):
+        try:
+            z.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+while True:
+    _, fds, _, _ = socket.recv_fds(s, 1, 1)
+    if not fds:
+        break
+    c = socket.socket(fileno=fds[0])
+    u = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+'''
+RELAY = RELAY.replace("HELPER,", repr(RELAY_HELPER) + ",", 1)

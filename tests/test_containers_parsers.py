@@ -212,3 +212,12 @@ def test_sock_diag_agrees_with_proc_net_tcp():
         assert got is not None
         assert {(x.local, x.inode) for x in got} == by_file
         assert ("127.0.0.1", s.getsockname()[1]) in {x.local for x in got}
+
+
+def test_slirp4netns_target_argument():
+    from loadmem.recorder.ports import _SLIRP_VALUED, _positional
+
+    argv = ["--configure", "--mtu=65520", "-e", "3", "-r", "4", "--disable-host-loopback",
+            "4242", "tap0"]
+    assert _positional(argv, _SLIRP_VALUED) == ["4242", "tap0"]
+    assert _positional(["--netns-type=path", "/run/netns/x"], _SLIRP_VALUED) == ["/run/netns/x"]

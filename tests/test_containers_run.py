@@ -96,6 +96,15 @@ def test_run_through_a_proxy_watches_the_server_in_its_namespace(tmp_path):
             limit = analysis.finding("cgroup-limit")
             assert limit is not None and limit.severity in ("info", "critical")
             assert analysis.figures["cgroup.limit_bytes"] == 512 * 2**20
+            # what was selected, and how, is in every report
+            import io
+
+            from loadmem.presentation import markdown, text
+
+            for renderer in (text, markdown):
+                buf = io.StringIO()
+                renderer.render(analysis, buf)
+                assert f"watching: port {port}: published by " in buf.getvalue()
         finally:
             if fwd is not None:
                 stop(fwd)

@@ -368,3 +368,32 @@ def test_record_a_container_by_id(container, tmp_path):
     assert entry["text"].startswith(f"container {container.id[:12]}: docker {container.id[:12]}")
     pids = set(rec.table("processes").column("pid").to_pylist())
     assert pids == container.pids
+
+
+@pytest.mark.parametrize("name, found_by", [("rootlesskit", "command line"),
+                                            ("slirp4netns", "probe")])
+def test_port_through_a_relay_whose_other_end_is_a_helper(container, tmp_path, name, found_by):
+    """rootlesskit-style: the connection is handed to a helper inside the namespace. As
+    `rootlesskit` it is found through its child's namespace; as `slirp4netns` with no
+    namespace argument, by the probe: the one namespace whose listener got a new
+    connection."""
+    from _netns_support import RELAY
+
+    relay = spawn([named_python(tmp_path, name), "-c", RELAY, f"--ns={container.ns.path}",
+                   f"--to={container.port}"])
+    try:
+        port = wait_listening(relay)
+        sel = _selector(ports=[port])
+        _watch(sel, container.pids | {relay.pid})
+        _server_roles(sel, container)
+        assert sel.watched[relay.pid].role == "proxy"
+        (entry,) = sel.selected
+        assert entry["proxies"][0]["kind"] == name
+        assert entry["proxies"][0]["found_by"] == found_by
+        # the relay forwards for real
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.read() == b"ok"
+    finally:
+        stop(relay)

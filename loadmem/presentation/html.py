@@ -353,6 +353,9 @@ def _meta_html(rec: Recording, analysis: Analysis) -> str:
         pairs.append(("length", format_duration(rec.duration)))
     if isinstance(meta.get("argv"), list):  # writers store it redacted (loadmem.redact)
         pairs.append(("command", shlex.join(str(a) for a in meta["argv"])))
+    for e in meta.get("selected") or []:  # what --port/--cgroup/... found (docs/containers.md)
+        if isinstance(e, dict) and isinstance(e.get("text"), str):
+            pairs.append(("watching", e["text"]))
     cost = [
         (label, format_value(name, analysis.figures[name]))
         for name, label in RECORDER_FIGURES

@@ -25,6 +25,9 @@ def render(analysis: Analysis, stream: TextIO) -> None:
     w = stream.write
     name = a.label or a.recording
     w(f"### loadmem analyze: {_cell(name)}\n\n")
+    for e in a.meta.get("selected") or []:  # what --port/--cgroup/... found (meta.json)
+        if isinstance(e, dict) and isinstance(e.get("text"), str):
+            w(f"watching: {_cell(e['text'])}\n\n")
     w(f"**Verdict: {_ICON[a.severity]} {a.severity}** — {_cell(a.headline)}\n\n")
     w("| severity | finding | statement |\n|---|---|---|\n")
     for f in sorted(a.findings, key=lambda f: -severity_rank(f.severity)):

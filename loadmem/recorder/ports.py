@@ -218,9 +218,9 @@ def _hints(view: NetnsView, proxy: Process, kind: str, port: int,
         target = paths[0] if paths else (positional[-1] if positional else None)
         ns = _target_netns(view, target)
         h.namespaces = {ns} if ns is not None else None
-    elif kind == "slirp4netns":
-        positional = [a for a in argv[1:] if not a.startswith("-")]
-        target = positional[-2] if len(positional) >= 2 else None
+    elif kind == "slirp4netns":  # slirp4netns [OPTION]... PID|PATH [TAPNAME]
+        positional = _positional(argv[1:], _SLIRP_VALUED)
+        target = positional[0] if positional else None
         ns = _target_netns(view, target)
         h.namespaces = {ns} if ns is not None else None
     elif kind == "rootlesskit":
@@ -228,6 +228,25 @@ def _hints(view: NetnsView, proxy: Process, kind: str, port: int,
             proxy.pid)}
         h.namespaces = spaces or None
     return h
+
+
+#: slirp4netns options that take a separate value
+_SLIRP_VALUED = {"-e", "--exit-fd", "-r", "--ready-fd", "-a", "--api-socket", "-m", "--mtu",
+                 "--cidr", "--netns-type", "--userns-path", "--outbound-addr",
+                 "--outbound-addr6", "--macaddress", "--target-type"}
+
+
+def _positional(args: list[str], valued: set[str]) -> list[str]:
+    """Arguments that are not options, nor the values of ``valued`` options."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a.startswith("-"):
+            skip = a in valued
+        else:
+            out.append(a)
+    return out
 
 
 def _target_netns(view: NetnsView, target: str | None) -> int | None:
