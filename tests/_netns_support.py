@@ -258,9 +258,10 @@ def serve(c):
     threading.Thread(target=pump, args=(u, c), daemon=True).start()
     pump(c, u)
     c.close(); u.close()
-ls = socket.socket()
+host = opt("-host-ip") or "127.0.0.1"
+ls = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind(("127.0.0.1", int(opt("-host-port") or 0))); ls.listen(64)
+ls.bind((host, int(opt("-host-port") or 0))); ls.listen(64)
 print(ls.getsockname()[1], flush=True)
 while True:
     c, _ = ls.accept()

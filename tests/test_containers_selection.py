@@ -124,6 +124,33 @@ def test_port_through_docker_proxy_watches_the_server(container, tmp_path):
         stop(proxy)
 
 
+def test_two_docker_proxies_for_ipv4_and_ipv6_are_one_hop(container, tmp_path):
+    """docker starts one docker-proxy per address family on the same port: both are the
+    proxy (watched with role proxy), one hop in the line."""
+    exe = named_python(tmp_path, "docker-proxy")
+    flags = ["-container-ip", container.ns.ns_ip, "-container-port", str(container.port)]
+    v4 = spawn([exe, "-c", FORWARDER, "-host-ip", "127.0.0.1", *flags])
+    v6 = None
+    try:
+        port = wait_listening(v4)
+        v6 = spawn([exe, "-c", FORWARDER, "-host-ip", "::1", "-host-port", str(port), *flags])
+        wait_listening(v6)
+        sel = _selector(ports=[port])
+        _watch(sel, container.pids | {v4.pid, v6.pid})
+        assert sel.watched[v4.pid].role == sel.watched[v6.pid].role == "proxy"
+        _server_roles(sel, container)
+        (entry,) = sel.selected
+        assert sorted(p["pid"] for p in entry["proxies"]) == sorted([v4.pid, v6.pid])
+        assert {p["hop"] for p in entry["proxies"]} == {0}
+        a, b = sorted([v4.pid, v6.pid])
+        assert f"published by docker-proxy (pid {a}) and docker-proxy (pid {b}) for a " \
+               "server in another network namespace" in entry["text"]
+    finally:
+        stop(v4)
+        if v6 is not None:
+            stop(v6)
+
+
 def test_port_through_a_generic_forwarder_is_found_by_the_probe(container):
     fwd = spawn([system_python(), "-c", FORWARDER, "-container-ip", container.ns.ns_ip,
                  "-container-port", str(container.port)])

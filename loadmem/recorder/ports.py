@@ -92,11 +92,13 @@ class Process:
 
 @dataclass(frozen=True)
 class Hop:
-    """One proxy on the way to the server."""
+    """One proxy process on the way to the server. Several processes may make one hop
+    (docker starts one docker-proxy for 0.0.0.0 and one for ::): they share ``hop``."""
 
     process: Process
     kind: str  # "docker-proxy", "kubectl port-forward", ..., "forwarder" (found by the probe)
     how: str  # how its next hop was found: "command line", "connection", "probe"
+    hop: int = 0  # 0 = the one listening on the port here, 1 = the next, ...
 
 
 @dataclass
@@ -424,16 +426,16 @@ def find_port(procfs: ProcFS, port: int, exclude: set[int] | frozenset[int] = fr
             if kind is not None:
                 finding.note = (f"{kind} (pid {roots[0].pid}) publishes port {port}, but "
                                 "the server it forwards to was not found")
-                finding.proxies.append(Hop(roots[0], kind, "unresolved"))
+                finding.proxies += [Hop(r, kind, "unresolved", hop) for r in roots]
                 finding.roots = []
             break
         server = _roots(procfs, owners.get(nxt.listener.inode, set()), exclude)
         if not server:  # the listener's holders are out of sight (another user)
             finding.holders_hidden = True
-            finding.proxies.append(Hop(roots[0], kind or "forwarder", nxt.how))
+            finding.proxies += [Hop(r, kind or "forwarder", nxt.how, hop) for r in roots]
             finding.roots = []
             break
-        finding.proxies.append(Hop(roots[0], kind or "forwarder", nxt.how))
+        finding.proxies += [Hop(r, kind or "forwarder", nxt.how, hop) for r in roots]
         roots, here = server, nxt.ns
         finding.roots, finding.netns, finding.listen = roots, here, nxt.listener.local
     return finding

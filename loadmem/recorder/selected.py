@@ -87,7 +87,8 @@ def describe_port(procfs: ProcFS, f: PortFinding,
 
     entry: dict[str, Any] = {"selector": "port", "value": f.port}
     entry["proxies"] = [{"pid": h.process.pid, "start_time": h.process.start_time,
-                         "name": h.process.name, "kind": h.kind, "found_by": h.how}
+                         "name": h.process.name, "kind": h.kind, "found_by": h.how,
+                         "hop": h.hop}
                         for h in f.proxies]
     entry["server"] = [proc(p) for p in f.roots]
     if f.listen is not None:
@@ -114,7 +115,12 @@ def describe_port(procfs: ProcFS, f: PortFinding,
 
 def port_line(e: dict[str, Any], note: str | None = None) -> str:
     head = f"port {e['value']}: "
-    chain = " via ".join(f"{printable(p['name'])} (pid {p['pid']})" for p in e["proxies"])
+    hops: dict[int, list[dict[str, Any]]] = {}
+    for p in e["proxies"]:
+        hops.setdefault(int(p.get("hop") or 0), []).append(p)
+    chain = " via ".join(
+        " and ".join(f"{printable(p['name'])} (pid {p['pid']})" for p in procs)
+        for _, procs in sorted(hops.items()))
     server = ", ".join(_who(p) for p in e["server"])
     where = ""
     if e.get("cgroup") and e["cgroup"] != "/":
