@@ -424,3 +424,23 @@ def test_port_through_a_relay_whose_other_end_is_a_helper(container, tmp_path, n
             assert r.read() == b"ok"
     finally:
         stop(relay)
+
+
+def test_a_proxy_whose_server_is_not_found_is_watched_alone(container, tmp_path):
+    """docker-proxy for a container port nothing listens on: not an error; the proxy is
+    watched, and the line says the server was not found."""
+    proxy = spawn([named_python(tmp_path, "docker-proxy"), "-c", FORWARDER, "-container-ip",
+                   container.ns.ns_ip, "-container-port", "9"])
+    try:
+        port = wait_listening(proxy)
+        sel = _selector(ports=[port])
+        _watch(sel, {proxy.pid})
+        assert sel.watched[proxy.pid].role == "proxy"
+        assert not set(sel.watched) & container.pids
+        (entry,) = sel.selected
+        assert entry["how"] == "unresolved" and entry["server"] == []
+        assert entry["text"] == (f"port {port}: docker-proxy (pid {proxy.pid}) publishes port "
+                                 f"{port}, but the server it forwards to was not found: "
+                                 "watching the proxy only")
+    finally:
+        stop(proxy)
