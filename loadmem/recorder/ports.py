@@ -58,8 +58,11 @@ from loadmem.recorder.netns import WILDCARD, NetnsView, listener_accepts
 
 #: A chain of proxies longer than this is not followed further.
 MAX_HOPS = 4
-#: How long the probe waits for the forwarded connection.
+#: How long the probe waits for the forwarded connection once the port's holder accepted
+#: it (a forwarder connects on accept: docker-proxy within a millisecond), and at most in
+#: all (a busy machine may be slow to schedule the accept).
 PROBE_WAIT_S = 0.5
+PROBE_MAX_S = 2.0
 PROBE_POLL_S = 0.01
 
 #: comm (15 characters at most) or argv[0] basename -> proxy kind
@@ -330,16 +333,20 @@ def _probe(view: NetnsView, here: int, entry: tuple[str, int], tree: list[int],
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.settimeout(PROBE_WAIT_S)
+        sock.settimeout(PROBE_MAX_S)
         try:
             sock.connect((host, entry[1]))
         except OSError:
             return None
-        deadline = time.monotonic() + PROBE_WAIT_S
+        deadline = time.monotonic() + PROBE_MAX_S
+        accepted = False
         tries: dict[int, int] = {}  # a new socket's other end is looked for a few times only
         while time.monotonic() < deadline:
             time.sleep(PROBE_POLL_S)
             new = set().union(*(view.socket_inodes(p) for p in tree)) - before if tree else set()
+            if new and not accepted:  # the holder took the connection: it has PROBE_WAIT_S
+                accepted = True
+                deadline = min(deadline, time.monotonic() + PROBE_WAIT_S)
             new = {i for i in new if tries.get(i, 0) < 3}
             if new:
                 for i in new:
