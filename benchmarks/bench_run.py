@@ -60,9 +60,12 @@ def run_locust(url: str, users: int, duration: float) -> dict[str, float]:
 
 
 def run_loadmem(url: str, users: int, duration: float, out: Path) -> dict[str, float]:
+    # The same Locust options as the plain run (loadmem passes them to Locust's own entry
+    # point); --fail-on never: the demo's verdict is not what is measured here.
     cmd = [sys.executable, "-m", "loadmem", "run", str(SCENARIO), "--target", url,
-           "--users", str(users), "--spawn-rate", str(users), "--baseline", "2s",
-           "--load", f"{duration:g}s", "--observe", "2s", "--out", str(out), "--label", "bench"]
+           "-u", str(users), "-r", str(users), "--baseline", "2s",
+           "--load", f"{duration:g}s", "--observe", "2s", "--out", str(out), "--label", "bench",
+           "--fail-on", "never", "--only-summary", "--loglevel", "WARNING"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     if proc.returncode != 0:
         raise RuntimeError(f"loadmem run failed: {proc.stderr[-500:]}")

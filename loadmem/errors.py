@@ -11,6 +11,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FINDING = 1  # a gate failed / a finding reached the --fail-on severity
 EXIT_USAGE = 2  # bad input: options, files, recordings
+EXIT_INTERRUPTED = 130  # Ctrl-C twice, SIGTERM
 
 
 class LoadmemError(Exception):

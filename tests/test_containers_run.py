@@ -53,7 +53,8 @@ def test_run_through_a_proxy_watches_the_server_in_its_namespace(tmp_path):
             r = subprocess.run(loadmem_cmd(
                 str(scenario), "--target", f"http://127.0.0.1:{port}", "--baseline", "2s",
                 "--load", "4s", "--observe", "8s", "--users", "5", "--interval", "0.5s",
-                "--pss-budget", "25%", "--pss-max-age", "2s", "--out", str(out)),
+                "--pss-budget", "25%", "--pss-max-age", "2s", "--out", str(out),
+                "--fail-on", "never"),  # a finding would exit 1: not what is tested here
                 capture_output=True, text=True, timeout=150)
             assert r.returncode == 0, r.stderr + r.stdout
             assert time.monotonic() - t0 < 150

@@ -31,7 +31,9 @@ def test_run_with_gate_then_gate_again(tmp_path):
         "run", "demo", "--target", "demo", "--demo-variant", "frozen",
         "--demo-workers", "2", "--demo-table-mb", "24",
         "--users", "5", "--baseline", "2s", "--load", "4s", "--observe", "6s",
-        "--out", str(out), "--label", "e2e", "--gate", str(CI_CONFIG), cwd=ROOT,
+        "--out", str(out), "--label", "e2e", "--gate", str(CI_CONFIG),
+        "--fail-on", "never",  # the exit code is the gates' alone
+        cwd=ROOT,
     )
     assert done.returncode in (0, 1), done.stderr
     gates = load_config(CI_CONFIG).gates

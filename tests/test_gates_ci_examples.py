@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loadmem.cli.main import build_parser
+from loadmem.cli.main import build_parser, parse
 from loadmem.gates.config import load_config
 
 CI = Path(__file__).resolve().parent.parent / "ci"
@@ -116,7 +116,7 @@ def test_every_loadmem_command_parses(name):
     parser = build_parser()
     for argv in commands:
         try:
-            parser.parse_args(argv)
+            parse(parser, argv)  # as `loadmem` parses it (run: Locust options too)
         except SystemExit as e:  # argparse reports and exits on unknown options
             pytest.fail(f"{name}: `loadmem {' '.join(argv)}` does not parse ({e})")
 

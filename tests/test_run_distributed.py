@@ -36,6 +36,8 @@ def test_processes_runs_locust_workers_under_the_child(tmp_path: Path):
 
 
 def test_processes_and_master_conflict(tmp_path: Path):
-    done = run_loadmem("x.py", "--target", "demo", "--processes", "2", "--master",
+    scenario = write_scenario(tmp_path)
+    done = run_loadmem(str(scenario), "--target", "demo", "--processes", "2", "--master",
                        "--out", str(tmp_path / "rec"))
     assert done.returncode == 2 and "cannot be combined" in done.stderr
+    assert not (tmp_path / "rec").exists()

@@ -94,3 +94,49 @@ def test_parse_target_and_loopback():
     check_recordable(remote, [123], [], no_record=False)
     with pytest.raises(LoadmemError, match="multi-machine"):
         check_recordable(remote, [], [], no_record=False)
+
+
+def test_slow_import_shows_progress_then_names_the_line(tmp_path: Path):
+    """A locustfile that hangs at import: progress every 5 s, then where it hung (item 10)."""
+    import os
+    import subprocess
+    import sys
+
+    hang = tmp_path / "hang.py"
+    hang.write_text("import time\ntime.sleep(600)  # fetching test data, forever\n"
+                    "from locust import HttpUser\n")
+    out = tmp_path / "rec"
+    with http_server() as (_proc, port):
+        done = subprocess.run(
+            [sys.executable, "-m", "loadmem", "run", str(hang), "--target",
+             f"http://127.0.0.1:{port}", "--out", str(out)],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "LOADMEM_READY_TIMEOUT": "7"})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert any(ln.startswith("still loading the locustfile (5s") for ln in lines), lines
+    assert "took more than 7s" in lines[-1] and f"{hang}, line 2" in lines[-1], lines[-1]
+    assert not out.exists()
+
+
+def test_the_parent_never_imports_locust(tmp_path: Path):
+    """Locust's gevent monkey-patching would turn the parent's threads (stats reader, log
+    pump) into greenlets blocked by pipe reads: every path of the parent stays Locust-free."""
+    import subprocess
+    import sys
+
+    empty = tmp_path / "nousers.py"
+    empty.write_text("from locust import HttpUser\n\nclass Base(HttpUser):\n    abstract = True\n")
+    good = write_scenario(tmp_path)
+    probe = (
+        "import sys\n"
+        "from loadmem.cli.main import main\n"
+        f"main(['run', {str(empty)!r}, '--target', 'http://127.0.0.1:{free_port()}'])\n"
+        f"main(['run', {str(good)!r}, '--target', 'http://127.0.0.1:{free_port()}'])\n"
+        "main(['run', '-f', 'missing.py', '--target', 'demo', '--userz', '1'])\n"
+        "assert 'gevent' not in sys.modules and 'locust' not in sys.modules, 'imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("loadmem run: error: ") == 3, done.stderr

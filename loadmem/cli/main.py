@@ -1,5 +1,9 @@
 """``loadmem`` entry point: builds the parser from subcommand modules, maps errors to exit codes.
 
+Exit codes, the same for every command (``docs/exit-codes.md``): 0 ok; 1 the run or the
+recording fails a check (failed load, a finding at or above ``--fail-on``, a gate); 2 bad
+input (a one-line error, nothing recorded); 130 interrupted.
+
 Each subcommand lives in ``loadmem/cli/<name>.py`` and provides:
 
 - a module docstring: its first line is the one-line help, the rest the description;
@@ -25,6 +29,9 @@ from loadmem.presentation.escape import terminal
 COMMANDS = ("run", "record", "analyze", "plot", "report", "gate", "compare", "ls")
 
 EPILOG = """\
+exit codes (every command): 0 ok; 1 a check failed (the load, a finding at or above
+--fail-on, a gate); 2 bad input; 130 interrupted. See docs/exit-codes.md.
+
 typical session:
   loadmem run scenarios/demo.py --target demo      # load a bundled demo server, record memory
   loadmem analyze recordings/demo-<time>           # why did free memory drop?
@@ -66,11 +73,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    raise KeyError(name)
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``. A subcommand module with ``split_argv(subparser, argv)`` (``run``) takes
+    the arguments that are not its own for a tool it drives (Locust): they land in
+    ``args.locust_args`` instead of being refused."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] | None = None
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(f"loadmem.cli.{argv[0]}")
+        split = getattr(module, "split_argv", None)
+        if split is not None and not {"-h", "--help"} & set(argv[1:]):
+            own, extra = split(_subparser(parser, argv[0]), argv[1:])
+            argv = [argv[0], *own]
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, so the error names the command
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra is not None:
+        args.locust_args = extra
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # said by the subcommand's parser, so the error names the command
-        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parse(parser, argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE

@@ -112,6 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # for `loadmem run`, which drives the recorder as a child process
     parser.add_argument("--control-stdin", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--status-stdout", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true",
+                        help="at the end, print a JSON summary on stdout (recording, samples, "
+                             "processes, why it stopped, failed reads, exit code); the text "
+                             "lines go to stderr")
     parser.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
     # tests and the soak benchmark: compact after N segments instead of 120
     parser.add_argument("--compact-every", type=int, default=COMPACT_EVERY,
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         mappings_every=args.mappings_every,
         compact_every=max(0, args.compact_every),
     )
-    msg = sys.stderr if args.status_stdout else sys.stdout
+    msg = sys.stderr if args.status_stdout or args.json else sys.stdout
     options.announce = lambda line: print(f"watching: {line}", file=msg, flush=True)
     result = Recorder(options).run()
     failures = ", ".join(f"{k} x{v}" for k, v in sorted(result.failures.items()))
@@ -153,4 +157,13 @@ def run(args: argparse.Namespace) -> int:
         file=msg,
     )
     print(f"next: loadmem analyze {result.path}", file=msg)
+    if args.json:
+        import json
+
+        print(json.dumps({
+            "command": "record", "exit_code": 0, "recording": str(result.path),
+            "status": result.status, "samples": result.ticks, "processes": result.processes,
+            "stop_reason": result.stop_reason, "failed_reads": dict(result.failures),
+            "finalized": result.finalized,
+        }), flush=True)
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from loadmem.load import lifeline
+
+    # started by `loadmem run --target demo`: die with it (SIGTERM: the master stops its
+    # workers, which also die with their master), even when it is SIGKILLed
+    lifeline.arm(signal.SIGTERM)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from loadmem.demo.config import DemoConfig
 from loadmem.errors import LoadmemError
+from loadmem.load import lifeline
 
 #: Lines of the server's log quoted in an error.
 _TAIL_LINES = 6
@@ -210,6 +211,7 @@ def launch(
             stdout=subprocess.PIPE,
             stderr=log_file,
             start_new_session=True,
+            env=lifeline.child_env(),  # it dies with this process, even by SIGKILL
         )
     line = _read_ready_line(proc, timeout)
     ready: dict[str, Any] | None = None

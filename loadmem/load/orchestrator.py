@@ -4,10 +4,17 @@ Processes (each in its own session, so a terminal Ctrl-C reaches only this paren
 
 - the recorder, ``loadmem record`` (``recorder_link.RecorderProcess``), which owns the
   recording's clock (``meta.json`` ``start_monotonic``) and samples memory throughout;
-- the Locust child, ``python -m loadmem.load.locust_child`` (only during the load phase),
-  which streams per-second request statistics; its tree is added to the recorder's
-  selection with role ``loadgen`` so analysis can leave it out;
+- the Locust child, ``python -m loadmem.load.locust_child`` (only during the load phase):
+  Locust's own entry point with loadmem's plugin, which streams per-second request
+  statistics over a dedicated pipe; its tree is added to the recorder's selection with
+  role ``loadgen`` so analysis can leave it out;
 - for ``--target demo``, the bundled pre-fork demo server.
+
+Every child dies with this parent, even when it is SIGKILLed: the Locust child and the
+demo server through ``PR_SET_PDEATHSIG`` (``lifeline``), the recorder through the end of its
+control channel (it then marks the recording ``incomplete``). The facts a reader needs
+(kind, scenario, target, phases reached) are written into ``meta.json`` as they become known,
+not only at the end.
 
 This parent never imports Locust. It writes two tables into the recording through its own
 ``TableWriter`` (``writer_id="run"``): ``events`` (``phase_start``/``phase_end`` per phase,
@@ -32,9 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -47,12 +52,14 @@ from typing import IO, Any
 
 from loadmem.demo.config import DemoConfig
 from loadmem.errors import LoadmemError
-from loadmem.load.preflight import ScenarioInfo, check_scenario, check_target, resolve_scenario
+from loadmem.load.locust_link import LocustProcess
+from loadmem.load.plan import RunPlan, make_plan
+from loadmem.load.preflight import ScenarioInfo
 from loadmem.load.recorder_link import NoRecorder, RecorderProcess
-from loadmem.load.status import StatusLine
-from loadmem.load.target import Target, check_recordable, parse_target
+from loadmem.load.status import Heartbeat, StatusLine
+from loadmem.load.target import Target, parse_target
 from loadmem.recorder.selected import selected_lines
-from loadmem.recording.schema import EVENTS, REQUESTS
+from loadmem.recording.schema import EVENTS
 from loadmem.recording.writer import TableWriter, finalize, prepare_output, update_meta
 
 PHASES = ("baseline", "load", "observe")
@@ -62,33 +69,31 @@ LOAD_GRACE_S = 20.0  # how long past --load the child may take before it is stop
 
 @dataclass
 class RunOptions:
-    """Everything ``loadmem run`` was asked to do (times in seconds)."""
+    """Everything ``loadmem run`` was asked to do (times in seconds; None: the default)."""
 
-    scenario: str
-    target: str
+    scenario: str | None
+    target: str | None
     out: Path
-    users: int = 10
-    spawn_rate: float = 10.0
+    locust_args: list[str] = field(default_factory=list)  # Locust's command line, as typed
     baseline: float = 30.0
-    load: float | None = 60.0  # None: the scenario's LoadTestShape decides
-    load_is_default: bool = False  # True: a LoadTestShape in the scenario overrides ``load``
+    load: float | None = None  # --load (loadmem's -t); None: -t/config, the shape, a default
+    default_load: float = 60.0  # when neither --load, -t/config nor a shape says
     observe: float = 600.0
     label: str | None = None
     watch_pids: list[int] = field(default_factory=list)
     watch_matches: list[str] = field(default_factory=list)
     no_record: bool = False
-    processes: int = 0  # > 0: Locust master + that many local workers
-    master: bool = False  # Locust master; workers from other machines connect
-    expect_workers: int = 1
-    master_port: int = 5557
-    master_bind_host: str = "*"
+    attach_to: Path | None = None
+    gate: str | None = None
     demo: DemoConfig = field(default_factory=DemoConfig)
     interval: float | None = None  # recorder defaults when None
     pss_budget: float | None = None
     pss_max_age: float | None = None
     interrupt_observe: float = 60.0
+    heartbeat: float = 30.0  # seconds between CI heartbeat lines (no terminal); 0: none
     argv: list[str] = field(default_factory=list)
     status_stream: IO[str] | None = None  # live status line; None: stderr if it is a TTY
+    heartbeat_stream: IO[str] | None = None  # None: stderr when it is not a TTY
 
 
 @dataclass
@@ -104,6 +109,41 @@ class PhaseRecord:
 
 
 @dataclass
+class LoadOutcome:
+    """How the load went, as Locust decided it (``exit_code``) and as loadmem checks it."""
+
+    exit_code: int | None = None  # the Locust child's exit code (None: not run / killed)
+    process_exit_code: int | None = None  # set by a listener (environment.process_exit_code)
+    requests: int = 0
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)  # first failure messages
+    exceptions: list[str] = field(default_factory=list)  # first task exceptions
+    ended_by: str | None = None  # duration | shape | scenario | interrupted | loadgen-failed
+    elapsed_s: float | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the load counts as failed (one line), or None (also when no load ran)."""
+        if self.ended_by is None:
+            return None
+        first = (self.exceptions or self.errors or [None])[0]
+        if self.ended_by == "loadgen-failed" and self.exit_code is None:
+            return "Locust did not run the load"
+        if self.process_exit_code not in (None, 0):
+            return f"the scenario set Locust's exit code to {self.process_exit_code}"
+        if self.exit_code not in (None, 0):
+            what = (f"{self.failures:,} failed requests" if self.failures else
+                    "task errors" if self.exceptions else "errors")
+            return f"Locust exited with code {self.exit_code} ({what})" + (
+                f"; first: {first}" if first else "")
+        if self.requests == 0 and self.ended_by != "interrupted":
+            return "no request completed during the load phase" + (
+                f"; first error: {first}" if first else
+                " (does the target answer? see loadgen.log)")
+        return None
+
+
+@dataclass
 class RunResult:
     path: Path
     status: str  # "complete" | "interrupted" ("failed" only in meta.json: an error was raised)
@@ -113,6 +153,8 @@ class RunResult:
     target: Target
     recorded: bool
     warnings: list[str]
+    load: LoadOutcome = field(default_factory=LoadOutcome)
+    targets: list[Target] = field(default_factory=list)
 
 
 class Aborted(Exception):
@@ -144,108 +186,9 @@ def _utc(epoch: float | None = None) -> datetime:
     return datetime.fromtimestamp(time.time() if epoch is None else epoch, UTC)
 
 
-class LocustProcess:
-    """The Locust child: start it, read its JSON lines into the ``requests`` table."""
-
-    def __init__(self, cmd: list[str], out: Path, start_mono: float):
-        self.cmd = cmd
-        self.out = out
-        self.start_mono = start_mono
-        self.ready = threading.Event()
-        self.ready_msg: dict[str, Any] = {}
-        self.error: str | None = None
-        self.totals: list[dict[str, Any]] = []
-        self.last_total: dict[str, Any] = {}
-        self.requests = 0
-        self.failures = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        self._log = open(self.out / "loadgen.log", "ab")  # noqa: SIM115  (closed in close())
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self._log, start_new_session=True)
-        self._reader = threading.Thread(target=self._read, name="locust-stats", daemon=True)
-        self._reader.start()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        # This thread owns the requests writer (TableWriter is not thread safe).
-        writer = TableWriter(self.out, "requests", REQUESTS, writer_id="run", flush_s=5.0)
-        try:
-            for raw in self.proc.stdout:
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    continue
-                kind = msg.get("type") if isinstance(msg, dict) else None
-                if kind == "ready":
-                    self.ready_msg = msg
-                    self.ready.set()
-                elif kind == "stats":
-                    self._stats(msg, writer)
-                    writer.maybe_flush()
-                elif kind == "totals":
-                    self.totals = list(msg.get("rows") or [])
-                elif kind == "error":
-                    self.error = str(msg.get("message"))
-        finally:
-            writer.close()
-            self.ready.set()  # wake a waiter if the child died before ready
-
-    def _stats(self, msg: dict[str, Any], writer: TableWriter) -> None:
-        t = float(msg["mono"]) - self.start_mono
-        ts = _utc(float(msg["ts"]))
-        for row in msg.get("rows") or []:
-            writer.append({
-                "ts": ts, "t": t, "name": row["name"], "method": row.get("method", ""),
-                "interval_s": msg.get("interval_s"), "requests": row["requests"],
-                "failures": row["failures"], "p50_ms": row.get("p50_ms"),
-                "p95_ms": row.get("p95_ms"), "p99_ms": row.get("p99_ms"),
-                "avg_ms": row.get("avg_ms"), "max_ms": row.get("max_ms"),
-                "users": msg.get("users"),
-            })
-            if row["name"] == "Aggregated":
-                self.requests += int(row["requests"])
-                self.failures += int(row["failures"])
-                self.last_total = {**row, "interval_s": msg.get("interval_s"),
-                                   "users": msg.get("users")}
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def terminate(self) -> None:
-        if self.running():
-            assert self.proc is not None
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL the child and its process group (its --processes workers too)."""
-        if self.proc is not None and self.proc.poll() is None:  # not reaped: pgid is ours
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: nothing else
-
-    def close(self) -> None:
-        if self.proc is not None:
-            if self.running():
-                self.kill()
-            self.proc.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
 class Orchestrator:
-    """One ``loadmem run``; ``execute()`` returns a ``RunResult`` or raises ``LoadmemError``."""
+    """One ``loadmem run``: ``plan()`` checks everything, ``execute()`` runs the phases and
+    returns a ``RunResult`` (or raises ``LoadmemError``)."""
 
     def __init__(self, opts: RunOptions, echo: Callable[[str], None] | None = None):
         self.opts = opts
@@ -255,27 +198,27 @@ class Orchestrator:
         self.warnings: list[str] = []
         self.start_mono = 0.0
         self.events: TableWriter | None = None
-        self.locust: LocustProcess | None = None
+        self.locust: LocustProcess | None = None  # set when the recording starts
+        self.load = LoadOutcome()
+        self._plan: RunPlan | None = None
+        self._went = False  # the Locust child was told to go
         stream = opts.status_stream
         if stream is None and sys.stderr.isatty():
             stream = sys.stderr
         self.status = StatusLine(stream)
+        beat = opts.heartbeat_stream
+        if beat is None and not sys.stderr.isatty():
+            beat = sys.stderr
+        self.heartbeat = Heartbeat(beat if opts.heartbeat > 0 else None, opts.heartbeat)
 
     # -- preflight -------------------------------------------------------------------------
-    def preflight(self) -> tuple[ScenarioInfo, Target]:
-        o = self.opts
-        target = parse_target(o.target)
-        check_recordable(target, o.watch_pids, o.watch_matches, o.no_record)
-        scenario = check_scenario(resolve_scenario(o.scenario))
-        check_target(target)
-        if scenario.shape is not None and o.load_is_default:
-            o.load = None  # the shape decides when the load ends
-        if o.load is None and scenario.shape is None:
-            raise LoadmemError("no --load duration and the scenario has no LoadTestShape",
-                               "give --load, e.g. --load 1m")
-        if o.processes < 0:
-            raise LoadmemError(f"invalid --processes {o.processes}", "use 1 or more")
-        return scenario, target
+    def plan(self) -> RunPlan:
+        """Everything checked before anything records (``plan.make_plan``); cached. The
+        Locust child is then running, waiting in its init event: ``execute()`` (or
+        ``plan.locust.abort()``) must follow."""
+        if self._plan is None:
+            self._plan = make_plan(self.opts, progress=lambda line: self.echo(line))
+        return self._plan
 
     # -- events ----------------------------------------------------------------------------
     def now_t(self) -> float:
@@ -284,24 +227,28 @@ class Orchestrator:
     def event(self, kind: str, phase: str | None = None, message: str | None = None,
               data: dict[str, Any] | None = None, t: float | None = None) -> None:
         assert self.events is not None
-        self.events.append({
-            "ts": _utc(), "t": self.now_t() if t is None else t, "kind": kind, "phase": phase,
+        now_t, now_epoch = self.now_t(), time.time()
+        t = now_t if t is None else t
+        self.events.append({  # ts on the wall clock for the same instant as t
+            "ts": _utc(now_epoch - (now_t - t)), "t": t, "kind": kind, "phase": phase,
             "message": message, "data": json.dumps(data, default=str) if data else None,
         })
         self.events.flush()  # few rows; a kill must not lose a phase boundary
 
-    def begin(self, phase: str, **data: Any) -> PhaseRecord:
-        rec = PhaseRecord(phase, self.now_t())
+    def begin(self, phase: str, t: float | None = None, **data: Any) -> PhaseRecord:
+        rec = PhaseRecord(phase, self.now_t() if t is None else t)
         self.phases.append(rec)
         self.event("phase_start", phase, f"{phase} started", data or None, t=rec.t_start)
+        self._meta_progress()
         return rec
 
-    def end(self, rec: PhaseRecord, reason: str, **data: Any) -> None:
+    def end(self, rec: PhaseRecord, reason: str, t: float | None = None, **data: Any) -> None:
         if rec.t_end is not None:
             return
-        rec.t_end, rec.reason = self.now_t(), reason
+        rec.t_end, rec.reason = (self.now_t() if t is None else t), reason
         self.event("phase_end", rec.phase, f"{rec.phase} ended: {reason}",
                    {"reason": reason, **data}, t=rec.t_end)
+        self._meta_progress()
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
@@ -313,13 +260,15 @@ class Orchestrator:
     # -- waiting ---------------------------------------------------------------------------
     def wait(self, rec: PhaseRecord, seconds: float | None, recorder: Any,
              until: Callable[[], bool] | None = None, signals_seen: int = 0,
-             nominal: float | None = None) -> str:
-        """Wait for ``seconds`` (or ``until()``), rendering status; return why it ended.
+             nominal: float | None = None, from_phase_start: bool = True) -> str:
+        """Wait until ``seconds`` after the phase's start (or from now, ``from_phase_start``
+        False), or ``until()``, rendering status; return why it ended.
 
         Returns ``"duration"``, ``"done"`` (``until`` became true) or ``"interrupted"`` (a new
         Ctrl-C); raises ``Aborted`` on a second Ctrl-C or SIGTERM.
         """
-        deadline = None if seconds is None else time.monotonic() + seconds
+        origin = self.start_mono + rec.t_start if from_phase_start else time.monotonic()
+        deadline = None if seconds is None else origin + seconds
         recorder_warned = False
         while True:
             if self.signals.count >= 2:
@@ -340,14 +289,18 @@ class Orchestrator:
                 remaining = max(0.0, deadline - time.monotonic())
             else:
                 remaining = None
-            self.status.render(rec.phase, self.now_t() - rec.t_start, remaining,
-                               recorder.status.latest, self.locust)
+            elapsed = self.now_t() - rec.t_start
+            latest = recorder.status.latest
+            self.status.render(rec.phase, elapsed, remaining, latest, self.locust)
+            self.heartbeat.beat(rec.phase, elapsed, remaining, latest,
+                                recorder.status.first, self.locust)
             time.sleep(0.1)
 
     # -- the run ---------------------------------------------------------------------------
     def execute(self) -> RunResult:
         o = self.opts
-        scenario, target = self.preflight()  # raises before anything is recorded
+        plan = self.plan()  # raises before anything is recorded
+        scenario, target = plan.scenario, plan.target
         demo = None
         status = "complete"
         recorder: RecorderProcess | NoRecorder | None = None
@@ -355,25 +308,32 @@ class Orchestrator:
         try:
             if target.is_demo:
                 demo = self._start_demo()
-                target = parse_target(demo.url)
-                target = Target(url=target.url, host=target.host, port=target.port, is_demo=True)
+                url = parse_target(demo.url)
+                target = Target(url=url.url, host=url.host, port=url.port, is_demo=True)
+                plan.target, plan.targets = target, [target]
+                plan.overrides["host"] = target.url
             prepare_output(o.out)
+            ports = sorted({t.port for t in plan.targets if t.is_local})
             if o.no_record:
                 recorder = NoRecorder(o.out, o.label)
             else:
                 recorder = RecorderProcess(
-                    o.out, ports=[target.port] if target.is_local else [],
-                    pids=o.watch_pids, matches=o.watch_matches, interval=o.interval,
-                    pss_budget=o.pss_budget, pss_max_age=o.pss_max_age, label=o.label)
+                    o.out, ports=ports, pids=o.watch_pids, matches=o.watch_matches,
+                    interval=o.interval, pss_budget=o.pss_budget, pss_max_age=o.pss_max_age,
+                    label=o.label)
             meta = recorder.start()
             self.start_mono = float(meta["start_monotonic"])
+            self.locust = plan.locust
+            self.locust.record_to(o.out, self.start_mono)
+            recorder.watch(self.locust.pid, "loadgen")
             self.events = TableWriter(o.out, "events", EVENTS, writer_id="run")
+            self._write_meta(plan, "running", final=False)  # known facts, before any phase
             self.echo(f"recording to {o.out}" if not o.no_record else
                       f"run-only recording (no memory sampling) in {o.out}")
             for line in selected_lines(meta):  # what --target's port resolved to
                 self.echo(f"watching: {line}")
             try:
-                self._phases(scenario, target, recorder)
+                self._phases(plan, recorder)
             except Aborted:
                 status = "interrupted"
                 self.status.clear()
@@ -387,8 +347,9 @@ class Orchestrator:
             raise
         finally:
             self.status.clear()
-            if self.locust is not None:
-                self.locust.close()
+            if not self._went:
+                plan.locust.abort()  # it never started the load: no listener runs
+            plan.locust.close()
             if recorder is not None:
                 recorder.stop(timeout=6.0 if status == "interrupted" else 20.0)
             if demo is not None:
@@ -397,10 +358,11 @@ class Orchestrator:
             if self.events is not None:
                 self.events.close()
                 finalize(o.out)
-                self._write_meta(scenario, target, status)
+                self._write_meta(plan, status, final=True)
         return RunResult(path=o.out, status=status, phases=self.phases,
                          totals=self.locust.totals if self.locust else [], scenario=scenario,
-                         target=target, recorded=not o.no_record, warnings=self.warnings)
+                         target=target, recorded=not o.no_record, warnings=self.warnings,
+                         load=self.load, targets=plan.targets)
 
     def _start_demo(self) -> Any:
         from loadmem.demo.launch import launch
@@ -410,7 +372,7 @@ class Orchestrator:
                   f"{d.table_mb:g} MiB table)...")
         return launch(d)
 
-    def _phases(self, scenario: ScenarioInfo, target: Target, recorder: Any) -> None:
+    def _phases(self, plan: RunPlan, recorder: Any) -> None:
         o = self.opts
         rec = self.begin("baseline")
         why = self.wait(rec, o.baseline, recorder)
@@ -421,46 +383,63 @@ class Orchestrator:
             return
         seen = self.signals.count
 
-        self.locust = LocustProcess(self._locust_cmd(scenario, target), o.out, self.start_mono)
-        self.locust.start()
-        # --master waits for its workers (up to 10 min) before it reports ready.
-        deadline = time.monotonic() + READY_TIMEOUT_S + (600.0 if o.master else 0.0)
-        while not self.locust.ready.wait(0.2):
-            if self.signals.count > seen:  # Ctrl-C before any load: stop now
-                self.locust.kill()
-                raise Aborted()
-            if time.monotonic() > deadline:
-                break
-        if not self.locust.ready_msg:
-            err = self.locust.error or "no ready line (see loadgen.log)"
-            self.locust.kill()
-            raise LoadmemError(f"Locust did not start: {err}",
-                               f"see {o.out / 'loadgen.log'}; the recording is kept")
-        recorder.watch(self.locust.pid, "loadgen")
-        shape = scenario.shape
-        rec = self.begin("load", users=o.users, spawn_rate=o.spawn_rate, shape=shape,
-                         duration_s=o.load, loadgen_pid=self.locust.pid)
-        budget = None if o.load is None else o.load + LOAD_GRACE_S
-        why = self.wait(rec, budget, recorder, until=lambda: not self.locust.running(),
-                        signals_seen=seen, nominal=o.load)
-        if why != "done":  # interrupted, or the child overran its own run time
-            self.locust.terminate()
-            if why == "duration":
+        locust = plan.locust
+        if not locust.running():
+            raise LoadmemError(f"Locust exited (code {locust.exit_code}) during the baseline: "
+                               f"{locust.output_tail() or 'no output'}",
+                               f"see {locust.log_path}; the recording is kept")
+        locust.go(plan.overrides)
+        self._went = True
+        # --master waits for its workers before the load starts (Locust's own wait).
+        timeout = READY_TIMEOUT_S
+        if plan.master and not plan.processes:
+            timeout += plan.workers_max_wait or 600.0
+        started = locust.wait_started(timeout, lambda: self.signals.count > seen)
+        if self.signals.count > seen:  # Ctrl-C before any load: stop now
+            locust.kill()
+            raise Aborted()
+        if not started:
+            locust.kill()
+            locust.close()
+            self.load.exit_code = locust.exit_code
+            self.load.ended_by = "loadgen-failed"
+            why = (f"exited with code {locust.exit_code}" if locust.exit_code is not None
+                   else f"did not start the load within {timeout:.0f}s")
+            tail = locust.log_tail()
+            raise LoadmemError(f"Locust {why}" + (f": {tail}" if tail else ""),
+                               f"see {locust.log_path}; the recording is kept")
+        shape = plan.scenario.shape
+        t_start = (locust.started_mono or time.monotonic()) - self.start_mono
+        rec = self.begin("load", t=t_start, users=plan.users, spawn_rate=plan.spawn_rate,
+                         shape=shape, duration_s=plan.load, loadgen_pid=locust.pid,
+                         processes=plan.processes)
+        nominal = plan.load
+        # Locust stops itself at -t; loadmem stops it only for --load with a shape, or when it
+        # overruns its run time by LOAD_GRACE_S.
+        if shape is not None and plan.load_from_loadmem:
+            budget: float | None = plan.load
+        else:
+            budget = None if plan.load is None else plan.load + LOAD_GRACE_S
+        why = self.wait(rec, budget, recorder, until=locust.done, signals_seen=seen,
+                        nominal=nominal)
+        if why != "done":  # interrupted, --load reached with a shape, or an overrun
+            locust.terminate()
+            if why == "duration" and not (shape is not None and plan.load_from_loadmem):
                 self.warn("Locust did not stop by itself at the end of --load; stopped it")
-            self.wait(rec, 15.0, recorder, until=lambda: not self.locust.running(),
-                      signals_seen=self.signals.count)
-        self.locust.close()
-        reason = {"done": "shape" if shape and o.load is None else "duration"}.get(why, why)
-        code = self.locust.proc.returncode if self.locust.proc is not None else None
-        if why == "done" and code not in (0, None):
-            reason = "loadgen-failed"
-            self.warn(f"the Locust child exited with code {code}; see {o.out / 'loadgen.log'}")
-        if self.locust.error:
-            self.warn(f"Locust reported: {self.locust.error}")
-        self.end(rec, reason, requests=self.locust.requests, failures=self.locust.failures)
+            if self.wait(rec, 15.0, recorder, until=locust.done,
+                         signals_seen=self.signals.count, from_phase_start=False) != "done":
+                locust.kill()
+        locust.close()
+        self._load_outcome(plan, why)
+        # The load ended when Locust stopped its users (test_stop), not when the process
+        # exited after printing its tables; the tail of stats comes with the exit.
+        stopped = locust.stopped_msg.get("mono")
+        t_end = float(stopped) - self.start_mono if stopped is not None else None
+        self.end(rec, self.load.ended_by or why, t=t_end, requests=self.load.requests,
+                 failures=self.load.failures, exit_code=locust.exit_code)
         recorder.snapshot("load_end")
-        if self.locust.totals:
-            self.event("load_stats", "load", "Locust totals", {"rows": self.locust.totals})
+        if locust.totals:
+            self.event("load_stats", "load", "Locust totals", {"rows": locust.totals})
         observe = o.observe
         if why == "interrupted":
             observe = min(observe, o.interrupt_observe)
@@ -473,44 +452,97 @@ class Orchestrator:
         self.end(rec, why)
         recorder.snapshot("observe_end")  # read by the recorder as it stops
 
-    def _locust_cmd(self, scenario: ScenarioInfo, target: Target) -> list[str]:
-        o = self.opts
-        cmd = [sys.executable, "-m", "loadmem.load.locust_child", str(scenario.path),
-               "--host", target.url, "--users", str(o.users), "--spawn-rate", str(o.spawn_rate),
-               "--run-time", str(o.load if o.load is not None else 0)]
-        if o.processes or o.master:
-            cmd += ["--mode", "master", "--master-port", str(0 if o.processes else o.master_port),
-                    "--master-bind-host", "127.0.0.1" if o.processes else o.master_bind_host]
-            if o.processes:
-                cmd += ["--processes", str(o.processes)]
-            else:
-                cmd += ["--expect-workers", str(o.expect_workers), "--worker-timeout", "600"]
-        return cmd
+    def _load_outcome(self, plan: RunPlan, why: str) -> None:
+        """Fill ``self.load`` from the child's messages; record how the load ended."""
+        locust = self.locust
+        assert locust is not None
+        out = self.load
+        out.exit_code = locust.exit_code
+        msg = locust.exit_msg
+        out.process_exit_code = msg.get("process_exit_code")
+        out.errors = [str(e) for e in msg.get("errors") or []]
+        out.exceptions = [str(e) for e in msg.get("exceptions") or []]
+        total = next((r for r in locust.totals if r.get("name") == "Aggregated"), None)
+        out.requests = int(total["requests"]) if total else locust.requests
+        out.failures = int(total["failures"]) if total else locust.failures
+        elapsed = locust.stopped_msg.get("elapsed_s")
+        out.elapsed_s = float(elapsed) if elapsed is not None else None
+        shape = plan.scenario.shape
+        if why == "interrupted":
+            out.ended_by = "interrupted"
+        elif not msg and locust.exit_code not in (0, None):
+            out.ended_by = "loadgen-failed"
+        elif why == "duration":
+            out.ended_by = "duration"
+        elif locust.stopped_msg.get("by") == "scenario":
+            out.ended_by = "scenario"
+        elif shape is not None and plan.load is None:
+            out.ended_by = "shape"
+        else:
+            out.ended_by = "duration"
+        if out.ended_by == "scenario":
+            text = f"load ended by the scenario after {out.elapsed_s:.1f} s"
+            self.status.clear()
+            self.echo(text)
+            self.event("load_ended_by_scenario", "load", text,
+                       {"elapsed_s": out.elapsed_s, "load_s": plan.load})
+        if out.ended_by == "loadgen-failed":
+            self.warn(f"Locust exited with code {locust.exit_code} without finishing: "
+                      f"{locust.log_tail() or 'no output'} (see {locust.log_path})")
+        problem = out.problem
+        if problem:
+            self.status.clear()
+            self.echo(f"load failed: {problem}")
+            self.event("load_failed", "load", problem,
+                       {"exit_code": out.exit_code, "errors": out.errors,
+                        "exceptions": out.exceptions})
 
-    def _write_meta(self, scenario: ScenarioInfo, target: Target, status: str) -> None:
+    def _write_meta(self, plan: RunPlan, status: str, final: bool) -> None:
+        """The run's facts in ``meta.json``: early (``running``), per phase, and at the end.
+
+        Written early so that a run killed with SIGKILL still says what it was (kind,
+        scenario, target, the phases it reached); the recorder, which outlives a killed
+        parent, marks such a recording ``incomplete``.
+        """
         from loadmem.redact import redact_argv
 
         o = self.opts
         meta_path = o.out / "meta.json"
         old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        update_meta(
-            o.out,
-            recorder_argv=old.get("argv"),
-            argv=redact_argv(list(o.argv)),
-            kind="run",
-            status=status,
-            finalized=True,
-            scenario=str(scenario.path),
-            scenario_shape=scenario.shape,
-            target="demo" if target.is_demo else target.url,
-            target_url=target.url,
-            demo=asdict(o.demo) if target.is_demo else None,
-            phases=[p.to_dict() for p in self.phases],
-            users=o.users,
-            spawn_rate=o.spawn_rate,
-            processes=o.processes or None,
-            label=o.label,
-            recorded=not o.no_record,
-            end_monotonic=time.monotonic(),
-            warnings=self.warnings or None,
-        )
+        facts: dict[str, Any] = {
+            "kind": "run",
+            "argv": redact_argv(list(o.argv)),
+            "scenario": str(plan.scenario.path),
+            "locustfiles": [str(p) for p in plan.scenario.locustfiles],
+            "scenario_shape": plan.scenario.shape,
+            "user_classes": plan.scenario.user_classes,
+            "target": "demo" if plan.target.is_demo else plan.target.url,
+            "target_url": plan.target.url,
+            "targets": [t.url for t in plan.targets],
+            "demo": asdict(o.demo) if plan.target.is_demo else None,
+            "phases": [p.to_dict() for p in self.phases],
+            "users": plan.users,
+            "spawn_rate": plan.spawn_rate,
+            "processes": plan.processes,
+            "label": o.label,
+            "recorded": not o.no_record,
+        }
+        if "recorder_argv" not in old:
+            facts["recorder_argv"] = old.get("argv")
+        if final:
+            load = self.load
+            facts.update(
+                status=status, finalized=True, end_monotonic=time.monotonic(),
+                warnings=self.warnings or None,
+                load={"exit_code": load.exit_code, "ended_by": load.ended_by,
+                      "requests": load.requests, "failures": load.failures,
+                      "problem": load.problem} if self.locust is not None else None,
+            )
+        else:
+            facts["run_status"] = status
+        update_meta(o.out, **facts)
+
+    def _meta_progress(self) -> None:
+        if self._plan is not None and self.events is not None:
+            with contextlib.suppress(OSError, ValueError):
+                update_meta(self.opts.out, phases=[p.to_dict() for p in self.phases])

@@ -1,38 +1,61 @@
-"""Preflight for ``loadmem run``: is the scenario usable, does the target answer?
+"""What the preflight of ``loadmem run`` learns from Locust, and how the child is started.
 
-Both checks run before anything is recorded, so a typo costs one clear line and exit 2
-rather than a half-made recording. The scenario is loaded in a child process
-(``locust_child --check``) because loading a locustfile imports Locust, which
-monkey-patches the standard library with gevent: the loadmem parent must never do that.
+Locust decides: the Locust child of the run (``locust_child``) parses the options with
+Locust's own parser (config files, ``LOCUST_*`` variables, ``-f`` lists and directories,
+custom arguments from ``init_command_line_parser``, Locust's precedence), loads the
+locustfiles, and, inside Locust's ``init`` event, reports the resolved options and the User
+classes (with their ``host``) as its ``ready`` line (``ScenarioInfo`` here), then waits for
+the parent's go. Loading a locustfile imports Locust, which monkey-patches the standard
+library with gevent: the loadmem parent never does that.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from loadmem.errors import LoadmemError
+from loadmem.load import lifeline
 from loadmem.load.target import Target, check_reachable
 
 #: Scenarios shipped inside the package, found by name when no such file exists here.
 BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
-CHECK_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class UserClass:
+    name: str
+    host: str | None
+    weight: int = 1
+    fixed_count: int = 0
 
 
 @dataclass(frozen=True)
 class ScenarioInfo:
-    path: Path
+    """What Locust resolved: the locustfiles, the User classes to run, the shape, options."""
+
+    path: Path  # the first locustfile (names the recording; meta's ``scenario``)
     user_classes: list[str]
     shape: str | None  # the LoadTestShape class name, when the scenario defines one
+    locustfiles: list[Path] = field(default_factory=list)
+    users: list[UserClass] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    shape_uses_common_options: bool = False
+    runner: str = "local"  # local | master | worker (Locust's runner for this process)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        value = self.options.get(name)
+        return default if value is None else value
 
 
 def resolve_scenario(text: str) -> Path:
     """The scenario file: a path, or the name of a bundled scenario (``demo``, ``demo.py``)."""
     p = Path(text)
-    if p.is_file():
+    if p.is_file() or p.is_dir():
         return p
     name = p.name if p.suffix == ".py" else p.name + ".py"
     if not p.exists():
@@ -46,35 +69,58 @@ def resolve_scenario(text: str) -> Path:
     raise LoadmemError(f"no scenario file at {text}", hint)
 
 
-def check_scenario(path: Path, timeout: float = CHECK_TIMEOUT_S) -> ScenarioInfo:
-    """Load the scenario in a throw-away child; raise ``LoadmemError`` naming the problem."""
-    cmd = [sys.executable, "-m", "loadmem.load.locust_child", str(path), "--check"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise LoadmemError(
-            f"loading {path} took more than {timeout:.0f}s",
-            "does the scenario do work at import time?",
-        ) from None
-    messages = []
-    for line in proc.stdout.splitlines():
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(msg, dict):
-            messages.append(msg)
-    for msg in messages:
-        if msg.get("type") == "error":
-            raise LoadmemError(str(msg.get("message")), "fix the scenario and run again")
-        if msg.get("type") == "ready":
-            return ScenarioInfo(path=path, user_classes=list(msg.get("users") or []),
-                                shape=msg.get("shape"))
-    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-    raise LoadmemError(
-        f"could not load scenario {path} (exit {proc.returncode}): {tail or 'no output'}",
-        "try `locust -f SCENARIO --headless -t 1s` to see Locust's own message",
+def child_cmd() -> list[str]:
+    """The Locust child's command line: nothing secret, the arguments go in the environment."""
+    return [sys.executable, "-m", "loadmem.load.locust_child"]
+
+
+def child_env(argv: list[str], mode: str = "run", stats_fd: int | None = None,
+              extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = lifeline.child_env()
+    env["LOADMEM_LOCUST_ARGV"] = json.dumps(argv)
+    env["LOADMEM_LOCUST_MODE"] = mode
+    if stats_fd is not None:
+        env["LOADMEM_STATS_FD"] = str(stats_fd)
+    env.update(extra or {})
+    return env
+
+
+def locustfiles_in(argv: list[str]) -> list[str]:
+    """The .py files named by -f in Locust's ``argv`` (for messages; Locust resolves them)."""
+    found: list[str] = []
+    for i, arg in enumerate(argv):
+        value = None
+        if arg in ("-f", "--locustfile") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--locustfile="):
+            value = arg.split("=", 1)[1]
+        if value:
+            for part in value.split(","):
+                part = part.strip()
+                if os.path.isdir(part):
+                    for root, _dirs, files in os.walk(part):
+                        found += [os.path.join(root, f) for f in sorted(files)
+                                  if f.endswith(".py") and not f.startswith("_")]
+                else:
+                    found.append(part)
+    return found
+
+
+def scenario_info(msg: dict[str, Any]) -> ScenarioInfo:
+    """A ``ScenarioInfo`` from the plugin's ``ready`` line."""
+    files = [Path(f) for f in msg.get("locustfiles") or []]
+    users = [UserClass(name=str(u.get("name")), host=u.get("host") or None,
+                       weight=int(u.get("weight") or 1), fixed_count=int(u.get("fixed_count") or 0))
+             for u in msg.get("users") or []]
+    return ScenarioInfo(
+        path=files[0] if files else Path("locustfile.py"),
+        user_classes=[u.name for u in users],
+        shape=msg.get("shape"),
+        locustfiles=files,
+        users=users,
+        options=dict(msg.get("options") or {}),
+        shape_uses_common_options=bool(msg.get("shape_uses_common_options")),
+        runner=str(msg.get("runner") or "local"),
     )
 
 

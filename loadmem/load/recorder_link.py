@@ -49,6 +49,11 @@ class StatusLog:
             self._items.append(item)
 
     @property
+    def first(self) -> Status | None:
+        with self._lock:
+            return self._items[0] if self._items else None
+
+    @property
     def latest(self) -> Status | None:
         with self._lock:
             return self._items[-1] if self._items else None

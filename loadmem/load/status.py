@@ -1,8 +1,14 @@
-"""The live status line of ``loadmem run``: one line on stderr, rewritten in place.
+"""Progress of ``loadmem run``: a live status line on a terminal, a heartbeat in CI logs.
 
-Shown only on a terminal (a log file or CI output would fill with carriage returns), at most
-once a second: phase, elapsed/remaining, request rate, failures, and the recorder's latest
-tick (system available memory, sum RSS and sum PSS of the watched target processes).
+- ``StatusLine``: on a terminal, one line on stderr rewritten in place at most once a
+  second: phase, elapsed/remaining, request rate, failures, and the recorder's latest tick
+  (system available memory, sum RSS and sum PSS of the watched target processes).
+- ``Heartbeat``: without a terminal (a CI log would fill with carriage returns), one plain
+  line every ``--heartbeat`` seconds (30 s by default): phase, elapsed/remaining, requests/s
+  and failures of the last interval, and the change since the recording started of system
+  used memory and of sum PSS, so a 10-minute observe phase does not look hung. "Used" is
+  the series layer's definition (``loadmem.analysis.series.SystemSeries``), taken from the
+  recorder's status lines; nothing here re-defines it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,76 @@ import time
 from typing import IO, Any
 
 from loadmem.units import format_bytes, format_duration
+
+
+def used_bytes(rec: dict[str, Any] | None) -> float | None:
+    """System used memory of one recorder status line, by the series layer's definition."""
+    if not rec or rec.get("mem_total") is None or rec.get("mem_available") is None:
+        return None
+    import numpy as np
+
+    from loadmem.analysis.series import SystemSeries
+
+    series = SystemSeries(np.array([0.0]), np.array([0]), {
+        "MemTotal": np.array([float(rec["mem_total"])]),
+        "MemAvailable": np.array([float(rec["mem_available"])]),
+    })
+    value = float(series.get("used")[0])
+    return None if value != value else value  # NaN: not measured
+
+
+def _rate(load: Any) -> tuple[float, int]:
+    last = getattr(load, "last_total", None) or {}
+    interval = last.get("interval_s") or 0
+    return (last.get("requests", 0) / interval if interval else 0.0), int(load.failures)
+
+
+def heartbeat_text(phase: str, elapsed: float, remaining: float | None,
+                   rec: dict[str, Any] | None, first: dict[str, Any] | None, load: Any) -> str:
+    """One heartbeat line; pure so it can be tested."""
+    head = f"loadmem: {phase} {format_duration(elapsed)}"
+    if remaining is not None:
+        head += f" ({format_duration(remaining)} left)"
+    parts = [head]
+    if load is not None and phase == "load":
+        rps, fails = _rate(load)
+        parts.append(f"{rps:,.0f} req/s, {fails:,} failures")
+    elif load is not None:
+        parts.append(f"{int(getattr(load, 'requests', 0)):,} requests, "
+                     f"{int(load.failures):,} failures in the load")
+    a, b = used_bytes(first), used_bytes(rec)
+    mem = []
+    if a is not None and b is not None:
+        mem.append(f"used {format_bytes(b - a, signed=True)}")
+    if first and rec and first.get("sum_pss") is not None and rec.get("sum_pss") is not None:
+        mem.append(f"sum PSS {format_bytes(rec['sum_pss'] - first['sum_pss'], signed=True)}")
+    if mem:
+        parts.append(", ".join(mem) + " since the start")
+    return " | ".join(parts)
+
+
+class Heartbeat:
+    """Writes ``heartbeat_text`` every ``every`` seconds; a no-op when ``stream`` is None."""
+
+    def __init__(self, stream: IO[str] | None, every: float = 30.0):
+        self.stream = stream if every > 0 else None
+        self.every = every
+        self._next: float | None = None
+
+    def beat(self, phase: str, elapsed: float, remaining: float | None,
+             rec: dict[str, Any] | None, first: dict[str, Any] | None, load: Any) -> bool:
+        if self.stream is None:
+            return False
+        now = time.monotonic()
+        if self._next is None:
+            self._next = now + self.every
+            return False
+        if now < self._next:
+            return False
+        self._next += self.every * max(1, int((now - self._next) // self.every) + 1)
+        self.stream.write(heartbeat_text(phase, elapsed, remaining, rec, first, load) + "\n")
+        self.stream.flush()
+        return True
 
 
 def status_text(phase: str, elapsed: float, remaining: float | None,

@@ -13,6 +13,7 @@ events afterwards.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -25,12 +26,23 @@ MULTI_MACHINE_HINT = "see docs/multi-machine.md: run `loadmem record` on the ser
 
 @dataclass(frozen=True)
 class Target:
-    """A parsed ``--target``: ``url`` is what Locust gets as ``--host``."""
+    """A parsed target URL. ``url`` has no credentials: it is what outputs and the recording
+    show. ``locust_url`` is what Locust gets as its host: with the URL's ``user:password@``,
+    which Locust's HTTP clients turn into basic auth (and strip from the requests' names)."""
 
     url: str
     host: str
     port: int
     is_demo: bool = False
+    locust_url: str = ""
+
+    @property
+    def host_for_locust(self) -> str:
+        return self.locust_url or self.url
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.locust_url) and self.locust_url != self.url
 
     @property
     def is_local(self) -> bool:
@@ -53,30 +65,57 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_target(text: str) -> Target:
-    """``demo`` or ``http(s)://host[:port][/path]``; the port defaults from the scheme."""
+def _redacted(text: str) -> str:
+    """``text`` with any ``user:password@`` replaced, for error messages."""
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return text
+
+
+def parse_target(text: str, option: str = "--target") -> Target:
+    """``demo`` or ``http(s)://[user:password@]host[:port][/path]``, parsed strictly.
+
+    A bare ``host:port`` gets ``http://``. The port defaults from the scheme; port 0, a
+    port above 65535, a scheme other than http/https or a URL without ``//`` after the
+    scheme (``http//host``, ``http:/host``) are refused. ``option`` names the option in
+    messages (``--target``, ``-H/--host``, or a User class's ``host``).
+    """
     if text.strip().lower() == DEMO:
         return Target(url="", host="127.0.0.1", port=0, is_demo=True)
     raw = text.strip()
+    shown = _redacted(raw)
+    example = "e.g. http://127.0.0.1:8080"
+    if not raw:
+        raise LoadmemError(f"empty {option}", f"{example}, or `demo`")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*(:/(?!/)|//)", raw) and "://" not in raw:
+        raise LoadmemError(f"invalid {option} {shown!r}: the scheme must be followed by ://",
+                           example)
     if "://" not in raw:
         raw = "http://" + raw
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https"):
         raise LoadmemError(
-            f"invalid --target {text!r}: scheme {parts.scheme!r} is not http or https",
+            f"invalid {option} {shown!r}: scheme {parts.scheme!r} is not http or https",
             "give a URL such as http://127.0.0.1:8080, or `demo`",
         )
     try:
         port = parts.port
     except ValueError:
-        raise LoadmemError(f"invalid --target {text!r}: bad port", "e.g. http://127.0.0.1:8080") \
-            from None
+        raise LoadmemError(f"invalid {option} {shown!r}: bad port (1-65535)", example) from None
     if not parts.hostname:
-        raise LoadmemError(f"invalid --target {text!r}: no host", "e.g. http://127.0.0.1:8080")
+        raise LoadmemError(f"invalid {option} {shown!r}: no host", example)
+    hostpart = parts.netloc.rsplit("@", 1)[-1]
+    if port == 0 or hostpart.endswith(":"):
+        raise LoadmemError(f"invalid {option} {shown!r}: port must be 1-65535", example)
+    if parts.query or parts.fragment:
+        raise LoadmemError(f"invalid {option} {shown!r}: a base URL has no ?query or #fragment",
+                           example)
     port = port or (443 if parts.scheme == "https" else 80)
-    netloc = parts.netloc.rsplit("@", 1)[-1]  # never pass credentials on to Locust's logs
-    url = f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
-    return Target(url=url, host=parts.hostname, port=port)
+    path = parts.path.rstrip("/")
+    url = f"{parts.scheme}://{hostpart}{path}"  # never in outputs: credentials
+    locust_url = f"{parts.scheme}://{parts.netloc}{path}" if "@" in parts.netloc else ""
+    return Target(url=url, host=parts.hostname, port=port, locust_url=locust_url)
 
 
 def check_reachable(target: Target, timeout: float = 3.0) -> None:

@@ -231,6 +231,7 @@ class Recorder:
         self.procfs = options.procfs or KeptOpenProcFS()
         self.stop_event = StopLatch()
         self.stop_reason = "stopped"
+        self.controller_lost = False  # the control channel closed without a stop command
         # control messages from the reader thread (deque: append/popleft are thread-safe,
         # and an empty check costs no lock, every tick)
         self._control: collections.deque[dict[str, Any]] = collections.deque()
@@ -351,7 +352,7 @@ class Recorder:
             if o.finalize:
                 finalize(out)
                 finalized = True
-            status = "complete"
+            status = "incomplete" if self.controller_lost else "complete"
         except BaseException as e:
             self.stop_reason = (
                 "interrupted twice" if isinstance(e, KeyboardInterrupt)
@@ -586,7 +587,10 @@ class Recorder:
                 self.stop("stop command")
                 return
             self._control.append(msg)
-        self.stop("control channel closed")
+        # End of input without a stop command: the controller (``loadmem run``) died, maybe
+        # by SIGKILL. Finish the recording, and say it is incomplete.
+        self.controller_lost = True
+        self.stop("control channel closed: the controlling process is gone")
 
     def _drain_control(self, sampler: Sampler) -> None:
         while self._control:

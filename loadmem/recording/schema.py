@@ -251,5 +251,7 @@ EVENT_KINDS = {
     "snapshot_end": "a mapping snapshot ended; data: snapshot, reason, read, failed, seconds",
     "gap": "ticks that could not happen; data: missed, from_t, to_t, cause (recorder | host)",
     "load_stats": "final Locust totals at the end of load; data: JSON of the totals",
+    "load_ended_by_scenario": "a listener ended the load (runner.quit()); data: elapsed_s",
+    "load_failed": "the load failed as Locust decides it; data: exit_code, errors",
     "note": "free text, e.g. attached from another machine",
 }

@@ -33,7 +33,8 @@ def _cmd(out: Path, variant: str) -> list[str]:
             "--demo-table-mb", str(TABLE_MB), "--demo-idle-gc-after", "1s",
             "--demo-idle-gc-stagger", "1s", "--baseline", "2s", "--load", "4s",
             "--observe", "16s", "--users", "5", "--interval", "0.5s", "--pss-budget", "25%",
-            "--out", str(out), "--label", variant]
+            "--out", str(out), "--label", variant,
+            "--fail-on", "never"]  # the run's exit code on findings: test_run_demo_e2e
 
 
 @pytest.fixture(scope="module")
