@@ -73,8 +73,10 @@ def test_pid_reuse_zombie_and_exit(fake):
     assert all(not r["pss_fresh"] and r["pss_read_t"] == 0.0 and r["pss"] > 0
                for r in r1.processes)
 
-    # the child faults: it is dirty and re-read; its parent, in its sharing group, too
-    put(101, 100, 5001, minflt=100 + DIRTY_MIN_FAULTS)
+    # the child copies 64 MiB: it is dirty and re-read; its parent, which shares those
+    # pages, drifts by a page / (n (n - 1)) per copy (n = 5.7 sharers here): 2.4 MiB, and
+    # is re-read too
+    put(101, 100, 5001, minflt=100 + 64 * DIRTY_MIN_FAULTS)
     r2 = _tick(sampler, 2)
     assert {r["pid"]: r["pss_fresh"] for r in r2.processes} == {100: True, 101: True}
 

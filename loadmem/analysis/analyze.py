@@ -110,21 +110,33 @@ DEFAULT_PSS_MAX_AGE_S = 15.0
 
 
 def _pss_staleness(rec: Recording, tick: int, t_end: float) -> float | None:
-    """Age of the oldest smaps_rollup figure among the rows of ``tick`` (None if unknown).
+    """How long the stalest PSS figure among the rows of ``tick`` had gone unconfirmed
+    (None if unknown): ``pss_stale_s`` (0 for a figure the recorder still knew to hold, however
+    old its read); in recordings made before that column, the age of the oldest read.
 
     Reads only the row groups whose statistics contain ``tick``: cheap on any size."""
     import pyarrow.parquet as pq
 
-    oldest = None
+    stalest = None
     for f in rec.files("processes"):
         try:
-            tb = pq.read_table(f, columns=["tick", "pss_read_t"], filters=[("tick", "=", tick)])
+            names = pq.read_schema(f).names
+            stale = "pss_stale_s" in names
+            cols = ["tick", "t", "pss_stale_s"] if stale else ["tick", "pss_read_t"]
+            tb = pq.read_table(f, columns=cols, filters=[("tick", "=", tick)])
         except (OSError, ValueError, pa.ArrowException):
             continue
-        m = pc.min(tb.column("pss_read_t")).as_py() if tb.num_rows else None
-        if m is not None and (oldest is None or m < oldest):
-            oldest = m
-    return None if oldest is None else max(t_end - oldest, 0.0)
+        if not tb.num_rows:
+            continue
+        if stale:
+            m = pc.max(tb.column("pss_stale_s")).as_py()
+            age = None if m is None else m + max(t_end - pc.max(tb.column("t")).as_py(), 0.0)
+        else:
+            m = pc.min(tb.column("pss_read_t")).as_py()
+            age = None if m is None else max(t_end - m, 0.0)
+        if age is not None and (stalest is None or age > stalest):
+            stalest = age
+    return stalest
 
 
 def analyze(recording: Recording | str | Path, window: str | None = None,
@@ -192,9 +204,9 @@ def analyze(recording: Recording | str | Path, window: str | None = None,
         interval = float(rec.meta.get("interval_s") or rec.meta.get("interval") or 1.0)
         if age is not None and age > max_age + 2 * interval:
             notes.append(
-                f"the oldest PSS figure at the end of the window was read {format_duration(age)}"
-                f" earlier, beyond --pss-max-age {format_duration(max_age)}: the recorder's "
-                "--pss-budget held reads back, so the last PSS changes may be missing"
+                f"the stalest PSS figure at the end of the window had gone unconfirmed for "
+                f"{format_duration(age)}, beyond --pss-max-age {format_duration(max_age)}: the "
+                "recorder's --pss-budget held reads back, so the last PSS changes may be missing"
             )
     if procs.rows == 0:
         notes.append("no per-process samples: only system-wide figures were analysed")

@@ -4,8 +4,10 @@ Samples /proc/meminfo, the memory cgroup and the selected processes (plus all th
 descendants, re-found every tick so respawned workers are picked up) until --duration ends
 or you press Ctrl-C (or send SIGTERM). Cheap per-process counters (RSS split, swap, faults,
 CPU) are read every tick; /proc/PID/smaps_rollup (PSS, shared/private dirty...) walks page
-tables and is read within a CPU budget (--pss-budget), most urgent processes first: never
-read, older than --pss-max-age, or faulting. Each PSS figure carries the time it was read.
+tables and is read within a CPU budget (--pss-budget) when something that moves it moved:
+the process's or its sharing group's faults or RSS, a fork or an exit. An idle process keeps
+its figure, confirmed by those counters every tick. Each PSS figure carries the time it was
+read.
 
 Select processes with --pid, --match, --port, --cgroup, --container and --unit (each may
 repeat). --port finds the server in any network namespace, also behind a userland proxy
@@ -88,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the recorder's total CPU budget, in %% of one core, which limits how "
                         "often smaps_rollup (PSS) is read (default 2%%)")
     s.add_argument("--pss-max-age", type=duration_arg, default=15.0, metavar="D",
-                   help="re-read a process's PSS at least this often, budget permitting "
-                        "(default 15s); processes that fault are re-read sooner")
+                   help="no PSS figure goes unconfirmed for longer than this, budget "
+                        "permitting (default 15s): a process is re-read when its faults, "
+                        "RSS or sharing group moved; an idle one every 8x this")
     m = parser.add_argument_group("per-mapping snapshots (/proc/PID/smaps: where memory is)")
     m.add_argument("--mappings-every", type=duration_arg, metavar="D",
                    help="also snapshot every mapping of the target processes every D (e.g. "

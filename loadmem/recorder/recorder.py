@@ -443,7 +443,8 @@ class Recorder:
                 "tick_us": tick_us, "cheap_us": res.cheap_us,
                 "smaps_reads": res.smaps_reads, "smaps_us": res.smaps_us,
                 "smaps_max_us": res.smaps_max_us, "processes": len(res.processes),
-                "pss_oldest_s": res.pss_oldest_s, "budget_s": bucket.balance,
+                "pss_oldest_s": res.pss_oldest_s, "pss_stale_s": res.pss_stale_s,
+                "pss_drift": res.pss_drift, "budget_s": bucket.balance,
                 "errors": res.errors, "lag_s": lag, "missed_ticks": missed,
                 "cpu_children": self._compactor.cpu_s if self._compactor else 0.0,
             })

@@ -29,7 +29,15 @@ from loadmem.procfs.smaps_rollup import parse_smaps_rollup, smaps_columns
 from loadmem.procfs.stat import ProcStat, parse_stat
 from loadmem.procfs.status import ProcStatus, parse_status
 from loadmem.recorder.cgroup_rows import CgroupRows
-from loadmem.recorder.scheduler import Candidate, PssState, TokenBucket, due_split
+from loadmem.recorder.scheduler import (
+    DIRTY_MIN_BYTES,
+    RECHECK_FACTOR,
+    Candidate,
+    PssState,
+    TokenBucket,
+    due_split,
+    update_validity,
+)
 from loadmem.recorder.selection import Key, ProcessSelector, Watched
 from loadmem.recording.schema import SMAPS_COLUMNS, meminfo_column
 
@@ -47,7 +55,9 @@ class TickResult:
     smaps_us: int = 0
     smaps_max_us: int = 0
     errors: int = 0
-    pss_oldest_s: float | None = None
+    pss_oldest_s: float | None = None  # age of the oldest read held
+    pss_stale_s: float = 0.0  # the longest a figure has gone unconfirmed (0: all current)
+    pss_drift: int = 0  # sum of the figures' drift: how far the PSS sum may be off
     sum_rss: int = 0  # role "target"
     sum_pss: int = 0  # role "target", latest known figures
     target_processes: int = 0
@@ -62,7 +72,7 @@ class _ProcInfo:
     cmdline: str | None = None
     comm: str | None = None
     cgroup: CgroupRef | None = None
-    faults: int = 0
+    faults: int | None = None  # minflt + majflt at the last tick (None: not sampled yet)
     pss: PssState = field(default_factory=PssState)
     # the last stat/status texts and what they parsed to: an idle process's files read the
     # same from tick to tick, and comparing two strings is cheaper than parsing one
@@ -84,6 +94,8 @@ class _Sample:
     stat: ProcStat
     status: ProcStatus | None
     errors: list[str]
+    faults: int = 0  # minflt + majflt now
+    fault_delta: int = 0  # since the last tick
 
 
 @dataclass
@@ -91,6 +103,8 @@ class _Reads:
     """What this tick's smaps_rollup reads gave."""
 
     fresh: set[Key] = field(default_factory=set)
+    drift: dict[Key, float] = field(default_factory=dict)  # of the figures not read now
+    stale: dict[Key, float] = field(default_factory=dict)  # seconds unconfirmed, when not 0
     errors: dict[Key, str] = field(default_factory=dict)
     total_us: int = 0
     max_us: int = 0
@@ -122,7 +136,9 @@ class Sampler:
         self._meminfo_layout: MeminfoLayout | None = None
         self._meminfo_columns: list[str] = []
         self.procs: dict[Key, _ProcInfo] = {}
-        self.group_faults: dict[Key, int] = {}
+        self.tolerance = DIRTY_MIN_BYTES
+        self.recheck = RECHECK_FACTOR * max_age
+        self._sampled = False  # a tick has been sampled: later arrivals change the groups
         self.rowed: set[Key] = set()  # every (pid, start_time) that has had a row
         self.failures: dict[str, int] = {}  # reason -> count over the whole recording
         self._warned: set[tuple[Any, str]] = set()
@@ -185,6 +201,7 @@ class Sampler:
         if self.read_cgroups:
             res.cgroup = self._cgroups(common)
         res.events = self.take_events()
+        self._sampled = True
         return res
 
     def _system_row(self, common: dict[str, Any]) -> dict[str, Any]:
@@ -215,6 +232,7 @@ class Sampler:
         samples: list[_Sample] = []
         errors = 0
         group_delta: dict[Key, int] = {}
+        left: list[Watched] = []  # exec'd: their old address space left the group
         for pid, w in list(self.selector.watched.items()):
             info = self.procs.get((w.pid, w.start_time)) or self._start(w)
             try:
@@ -239,6 +257,9 @@ class Sampler:
             if st.comm != info.comm:  # exec() changed the program: re-read the command line
                 info.comm = w.name = st.comm
                 info.cmdline = self._cmdline(pid)
+                if info.faults is not None:  # a new address space: its old figure says nothing
+                    info.pss.drift_others += (info.pss.values or {}).get("pss") or self.tolerance
+                    left.append(w)
             status: ProcStatus | None = None
             if st.state == "Z":
                 errs.append("zombie")
@@ -253,12 +274,18 @@ class Sampler:
                 except ProcessError as e:
                     errs.append("status:" + e.reason)
             faults = st.minflt + st.majflt
-            if faults > info.faults:
-                group_delta[w.group] = group_delta.get(w.group, 0) + faults - info.faults
+            delta = faults - info.faults if info.faults is not None else 0
+            if delta > 0:
+                group_delta[w.group] = group_delta.get(w.group, 0) + delta
             info.faults = faults
-            samples.append(_Sample(info, st, status, errs))
-        for g, d in group_delta.items():
-            self.group_faults[g] = self.group_faults.get(g, 0) + d
+            samples.append(_Sample(info, st, status, errs, faults, max(delta, 0)))
+        if group_delta:  # the others' faults move each member's PSS a little
+            for x in samples:
+                others = group_delta.get(x.info.watched.group, 0) - x.fault_delta
+                if others > 0:
+                    x.info.pss.others_faulted(others)
+        for w in left:
+            self._group_changed(w, joined=False)
         return samples, errors
 
     def _smaps_reads(self, samples: list[_Sample], t: float) -> _Reads:
@@ -266,13 +293,21 @@ class Sampler:
         self.bucket.refill()
         self.bucket.charge()
         reads = _Reads()
-        cands = [
-            Candidate((x.info.watched.pid, x.info.watched.start_time), x.info.pss,
-                      x.info.faults, x.status.rss if x.status else None,
-                      self.group_faults.get(x.info.watched.group, 0))
-            for x in samples if x.stat.state != "Z"
-        ]
-        urgent, dirty = due_split(cands, t, self.max_age, lead=self.interval)
+        rss_of = {(x.info.watched.pid, x.info.watched.start_time):
+                  (x.faults, x.status.rss if x.status else None) for x in samples}
+        cands = []
+        for x in samples:
+            if x.stat.state == "Z":
+                continue
+            key = (x.info.watched.pid, x.info.watched.start_time)
+            drift = x.info.pss.drift(x.faults, x.status.rss if x.status else None)
+            stale = update_validity(x.info.pss, drift, t, self.tolerance)
+            reads.drift[key] = drift
+            if stale:
+                reads.stale[key] = stale
+            cands.append(Candidate(key, x.info.pss, drift))
+        urgent, dirty = due_split(cands, t, self.max_age, lead=self.interval,
+                                  tolerance=self.tolerance, recheck=self.recheck)
         due = urgent + dirty
         for n, c in enumerate(due):
             if n == len(urgent) and self.between_reads is not None:
@@ -303,12 +338,10 @@ class Sampler:
                 continue
             reads.total_us += us
             reads.max_us = max(reads.max_us, us)
-            s = info.pss
-            s.values = smaps_columns(fields)
-            s.read_t, s.read_us = t, us
-            s.faults_at_read, s.rss_at_read, s.group_faults_at_read = (
-                c.faults, c.rss, c.group_faults)
+            info.pss.read(t, us, smaps_columns(fields), *rss_of[c.key])
             reads.fresh.add(c.key)
+            reads.drift.pop(c.key, None)
+            reads.stale.pop(c.key, None)
         if not dirty and self.between_reads is not None:
             self.between_reads()
         return reads
@@ -334,7 +367,10 @@ class Sampler:
             zombie = st.state == "Z"  # no address space left: carried figures would lie
             values = s.values if (s.values is not None and not zombie) else _NULL_SMAPS
             fresh = key in reads.fresh
-            made_from = (st, status, values, info.cmdline, w.role, w.depth, s.read_t, s.read_us)
+            drift = 0 if zombie else int(reads.drift.get(key, 0.0))
+            stale = 0.0 if zombie else reads.stale.get(key, 0.0)
+            made_from = (st, status, values, info.cmdline, w.role, w.depth, s.read_t, s.read_us,
+                         drift, stale)
             if info.row is not None and not errs and not fresh and made_from == info.row_from:
                 row = info.row.copy()  # an idle process: only the time moved
                 row.update(common)
@@ -357,6 +393,8 @@ class Sampler:
                     "pss_fresh": fresh,
                     "pss_read_t": None if zombie else s.read_t,
                     "pss_read_us": None if zombie else s.read_us,
+                    "pss_drift": None if s.read_t is None or zombie else drift,
+                    "pss_stale_s": None if s.read_t is None or zombie else stale,
                     "error": ";".join(errs) if errs else None,
                 }
                 news = errs or fresh
@@ -368,20 +406,26 @@ class Sampler:
             if s.read_t is not None and not zombie and not s.denied:
                 age = t - s.read_t
                 res.pss_oldest_s = age if res.pss_oldest_s is None else max(res.pss_oldest_s, age)
+                res.pss_stale_s = max(res.pss_stale_s, stale)
+                res.pss_drift += drift
             if w.role == "target":
                 res.target_processes += 1
                 res.sum_rss += row["rss"] or 0
                 res.sum_pss += values.get("pss") or 0
 
     def _budget_short(self, skipped: list[Candidate], t: float) -> None:
-        """Due reads the budget pushed back: warn once if a figure passes --pss-max-age."""
-        late = [c for c in skipped
-                if c.state.read_t is None or t - c.state.read_t > self.max_age]
+        """Due reads the budget pushed back: warn once when a figure goes unconfirmed for
+        longer than --pss-max-age (the budget wins; ``pss_stale_s`` says by how much)."""
+        late = [c for c in skipped if c.state.read_t is None or (
+            c.drift >= self.tolerance
+            and t - (c.state.valid_t if c.state.valid_t is not None else c.state.read_t)
+            > self.max_age)]
         if late:
             self.warn_once("recorder", "budget-exhausted",
                            f"the PSS budget is exhausted: {len(late)} processes have PSS "
-                           f"figures older than {self.max_age:g}s or none yet (raise "
-                           "--pss-budget, or --pss-max-age)",
+                           f"figures unconfirmed for longer than {self.max_age:g}s or none yet "
+                           "(raise --pss-budget, or --pss-max-age); the recorder table's "
+                           "pss_stale_s says by how much",
                            {"processes": len(late), "budget_s": self.bucket.balance})
 
     # --- process lifecycle ---------------------------------------------------------
@@ -395,6 +439,8 @@ class Sampler:
             info.cgroup = self._cgroup_of(w.pid)
         self.procs[key] = info
         self._cgroup_refs = None
+        if self._sampled:
+            self._group_changed(w, joined=True)
         self.event("process_start", f"pid {w.pid} ({w.name})", {
             "pid": w.pid, "start_time": w.start_time, "ppid": w.ppid, "role": w.role,
             "depth": w.depth, "name": w.name,
@@ -406,8 +452,20 @@ class Sampler:
         if self.procs.pop(key, None) is None:
             return
         self._cgroup_refs = None
+        self._group_changed(w, joined=False)
         self.event("process_exit", f"pid {w.pid} ({w.name})",
                    {"pid": w.pid, "start_time": w.start_time, "role": w.role})
+
+    def _group_changed(self, w: Watched, joined: bool) -> None:
+        """``w`` joined (fork) or left (exit, exec) its sharing group: every member's shared
+        pages gained or lost a sharer; a parent that forked shares its private pages now."""
+        for info in self.procs.values():
+            m = info.watched
+            if m.group != w.group or m is w:
+                continue
+            info.pss.group_changed(joined)
+            if joined and m.pid == w.ppid:
+                info.pss.forked()
 
     def _cmdline(self, pid: int) -> str | None:
         try:

@@ -1,4 +1,4 @@
-"""The PSS budget: which smaps_rollup reads to make this tick, within a CPU budget.
+"""The PSS budget and freshness: which smaps_rollup reads to make this tick.
 
 Reading ``/proc/PID/smaps_rollup`` walks the target's page tables (about 14 µs per resident
 MiB, holding its mmap lock), so the recorder cannot read every process every tick. It keeps
@@ -12,13 +12,38 @@ fraction of one core) with a token bucket:
 - a read starts only while the balance is positive, so one large read may drive it
   negative; then reads wait until the refill brings it back above zero.
 
-A process is *due* when it was never read, when its figure would be older than ``max_age``
-by the next tick, or when it is *dirty*: its faults or RSS moved (by 1 MiB worth or more)
-since its last read, or processes of its sharing group (the same tree: copy-on-write in one
-changes its siblings' and parent's PSS) faulted that much. Due processes are read in this
-order: never read, then overdue (oldest first), then dirty (most fault activity first). A
-due read that does not fit is skipped: the previous figure is carried forward and marked
-stale, never estimated.
+**Freshness without re-reading what did not move.** A process's PSS moves only when a page
+it maps is mapped or unmapped, by it or by a process it shares the page with. The cheap
+tier sees both every tick: its own faults and RSS, and those of its *sharing group* (the
+watched tree it belongs to), and processes joining or leaving the group. From them the
+sampler keeps each figure's **drift**: how far its PSS may have moved since it was read.
+
+- Its own faults and RSS: each fault maps at most a page; RSS counts the rest.
+- Another member's fault (a copy-on-write break of a page mapped by n processes) moves its
+  PSS by a page / (n × (n - 1)); n is the figure's own sharing degree at its last read
+  (shared bytes / the PSS of its shared pages). Sixty-four idle workers of one master do not
+  need a re-read each time one of them copies a page: each moves by 1/4032 of a page, and
+  together by 1/64 of what the copying one gained.
+- A member joining (fork) or leaving (exit, exec) moves each sharer by S / (n × (n ± 1)) for
+  S shared bytes; a parent that forks shares its private pages with the child and loses
+  half of them.
+
+A figure whose drift stays under ``tolerance`` (1 MiB) is *current*: it still holds, as far
+as anything the recorder can see. Its ``valid_t`` moves with every tick. A process is
+**due** when
+
+- it was never read;
+- its figure stopped being current and would pass ``max_age`` unconfirmed by the next tick
+  (*overdue*, oldest first);
+- its drift passed the tolerance, or the drifts under the tolerance add up to more than
+  it (*dirty*, largest drift first: the sum of the figures is what the analysis reads,
+  and sixty-four figures each a little off are as far off as one figure a lot off);
+- or its last read is older than ``recheck`` (``RECHECK_FACTOR`` × ``max_age``), to catch
+  what the cheap tier cannot see: pages shared with processes outside the watched tree,
+  KSM merging (*recheck*, oldest first, after the dirty ones).
+
+A due read that does not fit in the budget is skipped: the previous figure is carried
+forward and its staleness shows (``pss_stale_s``), never estimated. The budget wins.
 """
 
 from __future__ import annotations
@@ -28,12 +53,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: A process is dirty when at least this much moved since its last read: faults worth
-#: 1 MiB of pages (each copy-on-write break is one fault) or 1 MiB of RSS. A stray fault
-#: of an idle process is not worth a page walk of its whole address space; smaller changes
-#: are caught by the max-age re-read.
+#: A figure whose drift (how far its PSS may have moved since the read, from what the cheap
+#: tier saw) passes this is no longer current: re-read it. A stray fault of an idle process
+#: is not worth a page walk of its whole address space.
 DIRTY_MIN_BYTES = 1 << 20
-DIRTY_MIN_FAULTS = DIRTY_MIN_BYTES // os.sysconf("SC_PAGE_SIZE")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+DIRTY_MIN_FAULTS = DIRTY_MIN_BYTES // PAGE_SIZE
+#: A figure that stays current is re-read anyway this many ``max_age`` after its last read.
+RECHECK_FACTOR = 8
 
 
 class TokenBucket:
@@ -87,42 +114,115 @@ class PssState:
     values: dict[str, int | None] | None = None
     faults_at_read: int = 0  # own minflt + majflt at the last read
     rss_at_read: int | None = None
-    group_faults_at_read: int = 0  # the sharing group's fault counter at the last read
+    #: bytes its PSS may have moved since the read by other processes' doing (faults of the
+    #: sharing group, members joining or leaving); its own faults and RSS come on top
+    drift_others: float = 0.0
+    valid_t: float | None = None  # the last t at which the figure was current
     denied: bool = False  # smaps_rollup is not readable: stop trying
+
+    def read(self, t: float, us: int, values: dict[str, int | None], faults: int,
+             rss: int | None) -> None:
+        self.values, self.read_t, self.read_us = values, t, us
+        self.faults_at_read, self.rss_at_read = faults, rss
+        self.drift_others, self.valid_t = 0.0, t
+
+    @property
+    def sharers(self) -> float | None:
+        """The mean number of processes its shared pages were mapped by at the last read (the
+        harmonic mean: shared bytes / the PSS of the shared pages); None when it shared
+        nothing."""
+        v = self.values
+        if not v:
+            return None
+        shared = (v.get("shared_clean") or 0) + (v.get("shared_dirty") or 0)
+        private = (v.get("private_clean") or 0) + (v.get("private_dirty") or 0)
+        pss_shared = (v.get("pss") or 0) - private
+        if shared <= 0 or pss_shared <= 0:
+            return None
+        return max(2.0, shared / pss_shared)
+
+    @property
+    def shared_bytes(self) -> int:
+        v = self.values or {}
+        return (v.get("shared_clean") or 0) + (v.get("shared_dirty") or 0)
+
+    @property
+    def private_bytes(self) -> int:
+        v = self.values or {}
+        return (v.get("private_clean") or 0) + (v.get("private_dirty") or 0)
+
+    def drift(self, faults: int, rss: int | None) -> float:
+        """How far its PSS may have moved since the read (0 for a figure never read)."""
+        if self.read_t is None:
+            return 0.0
+        own = max(0, faults - self.faults_at_read) * PAGE_SIZE
+        if rss is not None and self.rss_at_read is not None:
+            own += abs(rss - self.rss_at_read)
+        return own + self.drift_others
+
+    def others_faulted(self, faults: int) -> None:
+        """Other members of its sharing group took ``faults`` faults (copy-on-write breaks
+        of pages it may share): each moves its PSS by a page / (n × (n - 1))."""
+        n = self.sharers
+        if n is not None and faults > 0:
+            self.drift_others += faults * PAGE_SIZE / (n * (n - 1))
+
+    def group_changed(self, joined: bool) -> None:
+        """A process joined (fork) or left (exit, exec) its sharing group: every shared page
+        gained or lost a sharer, S / (n × (n ± 1)) in all."""
+        n = self.sharers
+        if n is not None:
+            self.drift_others += self.shared_bytes / (n * (n + 1 if joined else n - 1))
+
+    def forked(self) -> None:
+        """It forked: its private pages are shared with the child now, half its PSS of them."""
+        if self.values is not None:
+            self.drift_others += self.private_bytes / 2
 
 
 @dataclass
 class Candidate:
     key: tuple[int, int]
     state: PssState
-    faults: int  # own cumulative minflt + majflt now
-    rss: int | None
-    group_faults: int  # the group's cumulative fault counter now
+    drift: float  # bytes its PSS may have moved since the last read
+
+
+def update_validity(state: PssState, drift: float, t: float,
+                    tolerance: float = DIRTY_MIN_BYTES) -> float:
+    """Move the figure's ``valid_t`` to ``t`` while it is current; return how long it has
+    gone unconfirmed (0 when current)."""
+    if state.read_t is None:
+        return 0.0
+    if drift < tolerance:
+        state.valid_t = t
+        return 0.0
+    return t - (state.valid_t if state.valid_t is not None else state.read_t)
 
 
 def due_order(cands: Iterable[Candidate], now_t: float, max_age: float,
-              lead: float = 0.0, min_faults: int = DIRTY_MIN_FAULTS,
-              min_rss: int = DIRTY_MIN_BYTES) -> list[Candidate]:
+              lead: float = 0.0, tolerance: float = DIRTY_MIN_BYTES,
+              recheck: float | None = None) -> list[Candidate]:
     """The due processes, most urgent first (see module docstring)."""
-    urgent, dirty = due_split(cands, now_t, max_age, lead, min_faults, min_rss)
+    urgent, dirty = due_split(cands, now_t, max_age, lead, tolerance, recheck)
     return urgent + dirty
 
 
 def due_split(cands: Iterable[Candidate], now_t: float, max_age: float,
-              lead: float = 0.0, min_faults: int = DIRTY_MIN_FAULTS,
-              min_rss: int = DIRTY_MIN_BYTES) -> tuple[list[Candidate], list[Candidate]]:
-    """The due processes as ``(urgent, dirty)``: never read, then overdue (oldest first);
-    and dirty (most fault activity first). A pending mapping snapshot is read in between.
+              lead: float = 0.0, tolerance: float = DIRTY_MIN_BYTES,
+              recheck: float | None = None) -> tuple[list[Candidate], list[Candidate]]:
+    """The due processes as ``(urgent, rest)``: never read, then overdue (oldest first);
+    then dirty (largest drift first) and the re-checks (oldest read first). A pending
+    mapping snapshot is read in between.
 
-    ``lead`` (the tick interval): a figure that would pass ``max_age`` before the next tick
-    is overdue now. Tick times jitter by a few ms, so "would pass" allows a tenth of a tick:
-    with 1-s ticks and 15 s, a figure read on tick N is read again on tick N + 15 (never
-    older than 14 s in a row) rather than on N + 14 or N + 15 by the jitter, which saves a
-    fifteenth of the page walks. A read the budget pushes back by one tick is still in
-    time, give or take that jitter. ``min_faults``/``min_rss``: how much must move to make
-    a process dirty."""
+    ``lead`` (the tick interval): a figure that would pass ``max_age`` unconfirmed before
+    the next tick is overdue now. Tick times jitter by a few ms, so "would pass" allows a
+    tenth of a tick. ``recheck``: a current figure is re-read when its last read is that old
+    (default ``RECHECK_FACTOR × max_age``)."""
+    recheck = RECHECK_FACTOR * max_age if recheck is None else recheck
     limit = max(max_age - 0.9 * lead, 0.0) if lead < max_age else max_age
-    never, overdue, dirty = [], [], []
+    again = max(recheck - 0.9 * lead, 0.0) if lead < recheck else recheck
+    never, overdue, dirty, minor, rechecks = [], [], [], [], []
+    minor_sum = 0.0
     for c in cands:
         s = c.state
         if s.denied:
@@ -131,15 +231,25 @@ def due_split(cands: Iterable[Candidate], now_t: float, max_age: float,
             never.append(c)
             continue
         age = now_t - s.read_t
-        if age >= limit - 1e-9:
-            overdue.append((-age, c))
+        if c.drift >= tolerance:
+            valid = s.valid_t if s.valid_t is not None else s.read_t
+            stale = now_t - valid
+            if stale >= limit - 1e-9:
+                overdue.append((-stale, c))
+            else:
+                dirty.append((-c.drift, -age, c))
             continue
-        own = c.faults - s.faults_at_read
-        group = c.group_faults - s.group_faults_at_read
-        rss_moved = (c.rss is not None and s.rss_at_read is not None
-                     and abs(c.rss - s.rss_at_read) >= min_rss)
-        if own >= min_faults or group >= min_faults or rss_moved:
-            dirty.append((-(own + group), -age, c))
+        if c.drift > 0:
+            minor.append((-c.drift, -age, c))
+            minor_sum += c.drift
+        if age >= again - 1e-9:
+            rechecks.append((-age, c))
+    if minor_sum >= tolerance:  # small drifts that add up: the sum would be off by that much
+        dirty += minor
+        taken = {id(c) for _, _, c in minor}
+        rechecks = [x for x in rechecks if id(x[1]) not in taken]
     overdue.sort(key=lambda x: x[0])
     dirty.sort(key=lambda x: (x[0], x[1]))
-    return never + [c for _, c in overdue], [c for _, _, c in dirty]
+    rechecks.sort(key=lambda x: x[0])
+    return (never + [c for _, c in overdue],
+            [c for _, _, c in dirty] + [c for _, c in rechecks])

@@ -84,6 +84,10 @@ PROCESS_FIELDS = [
     pa.field("pss_fresh", pa.bool_()),  # true: read during this tick
     pa.field("pss_read_t", pa.float64()),  # t at which these smaps figures were read
     pa.field("pss_read_us", pa.int32()),  # how long that read took (the stall it imposed)
+    # how far PSS may have moved since that read, from what the cheap tier saw (bytes), and
+    # how long the figure has gone unconfirmed (0: current; see docs/recorder.md)
+    pa.field("pss_drift", pa.int64()),
+    pa.field("pss_stale_s", pa.float64()),
     pa.field("error", DICT),  # why a tier failed on this row: "smaps:access-denied", ...
 ]
 
@@ -116,7 +120,9 @@ RECORDER = pa.schema(
         pa.field("smaps_us", pa.int32()),  # sum of smaps_rollup read durations this tick
         pa.field("smaps_max_us", pa.int32()),  # longest single read (max stall) this tick
         pa.field("processes", pa.int16()),  # watched processes this tick
-        pa.field("pss_oldest_s", pa.float64()),  # age of the stalest PSS figure
+        pa.field("pss_oldest_s", pa.float64()),  # age of the oldest smaps_rollup read held
+        pa.field("pss_stale_s", pa.float64()),  # longest a PSS figure went unconfirmed
+        pa.field("pss_drift", pa.int64()),  # sum of pss_drift: how far sum PSS may be off
         pa.field("budget_s", pa.float64()),  # CPU budget balance after this tick (seconds)
         pa.field("errors", pa.int16()),  # failed reads this tick
         pa.field("lag_s", pa.float64()),  # how late this tick started
