@@ -91,27 +91,68 @@ def workdir(tmp_path_factory: pytest.TempPathFactory):
         yield work, port
 
 
-def _check(work: Path, argv: list[str], phrase: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "loadmem", *argv, "--out", "rec"], cwd=work,
-                          capture_output=True, text=True, timeout=120,
+def _invoke(work: Path, argv: list[str], out: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "loadmem", *argv, "--out", out], cwd=work,
+                          capture_output=True, text=True, timeout=180,
                           stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def results(workdir) -> dict[str, tuple[subprocess.CompletedProcess[str], str]]:
+    """Every case, four at a time (each is a short process; most start Locust once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    work, port = workdir
+    url = f"http://127.0.0.1:{port}"
+    jobs = {}
+    for case, args, _ in RUN_CASES:
+        jobs[case] = ["run", *(a.format(url=url, free=free_port()) for a in args)]
+    for case, args, _ in RECORD_CASES:
+        jobs[case] = ["record", *(a.format(port=port) for a in args)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {case: pool.submit(_invoke, work, argv, f"rec-{case}")
+                   for case, argv in jobs.items()}
+        return {case: (f.result(), f"rec-{case}") for case, f in futures.items()}
+
+
+def _check(work: Path, done: subprocess.CompletedProcess[str], out: str, phrase: str) -> None:
     err = done.stderr.strip()
-    assert done.returncode == 2, (argv, done.returncode, err, done.stdout)
+    assert done.returncode == 2, (done.args, done.returncode, err, done.stdout)
     assert len(err.splitlines()) == 1, err
     assert "Traceback" not in err and "Traceback" not in done.stdout
     assert phrase in err, (phrase, err)
-    assert not (work / "rec").exists()  # nothing recorded
+    assert not (work / out).exists()  # nothing recorded
 
 
 @pytest.mark.parametrize("case,args,phrase", RUN_CASES, ids=[c[0] for c in RUN_CASES])
-def test_run_bad_input(workdir, case: str, args: list[str], phrase: str):
-    work, port = workdir
-    url = f"http://127.0.0.1:{port}"
-    argv = ["run", *(a.format(url=url, free=free_port()) for a in args)]
-    _check(work, argv, phrase)
+def test_run_bad_input(workdir, results, case: str, args: list[str], phrase: str):
+    _check(workdir[0], *results[case], phrase)
 
 
 @pytest.mark.parametrize("case,args,phrase", RECORD_CASES, ids=[c[0] for c in RECORD_CASES])
-def test_record_bad_input(workdir, case: str, args: list[str], phrase: str):
-    work, port = workdir
-    _check(work, ["record", *(a.format(port=port) for a in args)], phrase)
+def test_record_bad_input(workdir, results, case: str, args: list[str], phrase: str):
+    _check(workdir[0], *results[case], phrase)
+
+
+def test_no_process_left_behind(workdir, results):
+    """The Locust child of a refused run was aborted: nothing runs in the work directory."""
+    import os
+    import time
+
+    work = workdir[0].resolve()
+    assert results  # every case ran
+
+    def left() -> list[int]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if Path(os.readlink(f"/proc/{pid}/cwd")) == work and int(pid) != os.getpid():
+                    found.append(int(pid))
+            except OSError:
+                continue
+        return found
+
+    deadline = time.monotonic() + 10
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left()
