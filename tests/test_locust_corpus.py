@@ -42,6 +42,9 @@ LOADMEM_PHASES = ["--baseline", "1s", "--observe", "1s", "--fail-on", "never"]
 #: Cases that also record memory (the others run with --no-record: the run's events and
 #: requests only, which is what this corpus is about, at a fraction of the CPU).
 RECORDED = {"hooks", "quitter"}
+#: Cases at a time: more starts plain Locust so slowly that its -t (see above) can end
+#: before any request.
+AT_ONCE = 2
 
 #: name -> (Locust arguments for both runs, loadmem-only form of them or None, env, files)
 CASES = {
@@ -115,15 +118,16 @@ def _side_effects(hooks: list[dict]) -> dict:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Every case, plain Locust and loadmem run side by side (two cases at a time)."""
+    """Every case, plain Locust and loadmem run side by side, two cases at a time (each
+    spends most of its -t idle)."""
     tmp = tmp_path_factory.mktemp("corpus")
     found: dict[str, dict] = {}
     with http_server() as (_srv, port):
         host = f"http://127.0.0.1:{port}"
         names = list(CASES)
-        for i in range(0, len(names), 2):
+        for i in range(0, len(names), AT_ONCE):
             running = []
-            for case in names[i:i + 2]:
+            for case in names[i:i + AT_ONCE]:
                 work, env = _setup(case, tmp, host)
                 args, loadmem_form, _, _ = CASES[case]
                 mport = str(free_port())  # plain Locust's master: not its default 5557
