@@ -45,13 +45,13 @@ print(json.dumps({"rc": rc, "inside_s": total,
 SPLIT = r"""
 import json, sys, time
 from loadmem.recording.reader import open_recording
-from loadmem.analysis import analyze
+from loadmem.analysis.analyze import analyze_with_series
 from loadmem.presentation.plot import save_plot
 t0 = time.perf_counter()
 rec = open_recording(sys.argv[1])
-a = analyze(rec)
+r = analyze_with_series(rec)
 t1 = time.perf_counter()
-save_plot(rec, a, sys.argv[2])
+save_plot(rec, r.analysis, sys.argv[2], series=r.series)
 t2 = time.perf_counter()
 print(json.dumps({"analyze_s": t1 - t0, "figure_s": t2 - t1}))
 """

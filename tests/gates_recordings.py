@@ -2,7 +2,8 @@
 
 A parent fills ``size`` bytes of anonymous memory and forks two children that share it
 copy-on-write. With ``overwrite``, each child then writes one byte per page of the whole
-buffer, a slice at a time, after a quiet lead-in: every page is copied, the group's summed
+buffer, a slice at a time, after a quiet lead-in (``delay`` seconds from when the recorder
+started): every page is copied, the group's summed
 PSS grows by about 2 x size while every RSS stays flat (the drain the gates must catch).
 Without ``overwrite`` the children only sleep.
 """
@@ -17,11 +18,15 @@ import time
 from pathlib import Path
 
 CHILD_SCRIPT = r"""
-import os, sys, time
+import os, signal, sys, time
 size, overwrite, delay = int(sys.argv[1]), sys.argv[2] == "1", float(sys.argv[3])
 buf = bytearray(b"\x01") * size            # written: real anonymous pages
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+kids = []
 for _ in range(2):
-    if os.fork() == 0:
+    pid = os.fork()
+    if pid == 0:
+        signal.sigwait({signal.SIGUSR1})  # the recorder is running: the lead-in starts now
         time.sleep(delay)
         if overwrite:
             steps = 8
@@ -32,7 +37,11 @@ for _ in range(2):
                 time.sleep(0.08)
         time.sleep(120)
         os._exit(0)
+    kids.append(pid)
 print("ready", flush=True)
+sys.stdin.readline()
+for pid in kids:
+    os.kill(pid, signal.SIGUSR1)
 time.sleep(120)
 """
 
@@ -49,18 +58,27 @@ def record_children(
     """Record the forked-children group into ``out`` and return it (a finished recording)."""
     parent = subprocess.Popen(
         [sys.executable, "-c", CHILD_SCRIPT, str(size), "1" if overwrite else "0", str(delay)],
-        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
-        assert parent.stdout is not None
+        assert parent.stdout is not None and parent.stdin is not None
         assert parent.stdout.readline().strip() == "ready"
         cmd = [sys.executable, "-m", "loadmem", "record", "--pid", str(parent.pid),
                "--interval", "0.2s", "--duration", duration, "--pss-budget", "25%",
                "--pss-max-age", "1s", "--out", str(out)]
         if label:
             cmd += ["--label", label]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
+        rec = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # the children's lead-in starts once the recorder is recording (however long its
+        # start-up took on a busy machine): the first ``delay`` seconds are quiet
+        deadline = time.monotonic() + 30
+        while not (out / "meta.json").exists() and rec.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        _, err = rec.communicate(timeout=60)
+        assert rec.returncode == 0, err
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)

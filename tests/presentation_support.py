@@ -3,7 +3,8 @@
 A forked workload under the real recorder (``loadmem record``): a parent fills 32 MiB of
 anonymous memory, forks 2 children, and the children then overwrite their inherited copy a
 slice at a time: copy-on-write unsharing with flat RSS, the drain the figure must show.
-And, when ``loadmem run`` works, a short demo run (phases and a requests table).
+(The demo run with phases and a requests table is ``conftest.demo_pair``, shared by every
+module.)
 Recordings live in a temporary directory removed at exit; each is made at most once even
 when both test modules ask for it.
 """
@@ -73,31 +74,6 @@ def cow_recording() -> Path:
     finally:
         os.killpg(work.pid, signal.SIGKILL)
         work.wait(timeout=10)
-    return out
-
-
-def run_works() -> bool:
-    """True once ``loadmem run`` is implemented (not the skeleton's placeholder)."""
-    src = (ROOT / "loadmem" / "cli" / "run.py").read_text()
-    return "not implemented yet" not in src
-
-
-@functools.cache
-def demo_recording() -> Path:
-    """A short ``loadmem run`` of the bundled demo: phases, requests, a drain in observe."""
-    out = _TMP / "demo"
-    t0 = time.monotonic()
-    proc = subprocess.run(
-        [_python(), "-m", "loadmem", "run", "scenarios/demo.py", "--target", "demo",
-         "--users", "4", "--spawn-rate", "4", "--baseline", "2s", "--load", "4s",
-         "--observe", "8s", "--interval", "0.5s", "--demo-workers", "2",
-         "--demo-table-mb", "24", "--out", str(out), "--label", "demo-test"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode in (0, 1), (
-        f"loadmem run failed ({proc.returncode}) after {time.monotonic() - t0:.0f}s: "
-        f"{proc.stderr[-3000:]}"
-    )
     return out
 
 

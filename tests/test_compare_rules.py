@@ -77,11 +77,12 @@ def test_noise_from_repeats_and_from_the_baseline():
         assert c.verdict == verdict
     # System-wide figures also allow for what the rest of the machine did.
     sysn = RecordingNoise(window="baseline phase", used_bytes=1 * MIB)
-    recs = [summary("base", "a", sysn, observe__used_delta_bytes=0.0,
+    recs = [summary("base", "a", sysn, window__used_delta_bytes=0.0,
                     other_processes__delta_bytes=0.0),
-            summary("new", "b", sysn, observe__used_delta_bytes=80 * MIB,
+            summary("new", "b", sysn, window__used_delta_bytes=80 * MIB,
                     other_processes__delta_bytes=90 * MIB)]
-    c = compare(recs).change("observe.used_delta_bytes")
+    c = compare(recs).change("observe.used_delta_bytes")  # the old name is an alias
+    assert c.metric.name == "window.used_delta_bytes"
     assert c.verdict == "within noise" and "rest of the machine" in c.noise_source
 
 

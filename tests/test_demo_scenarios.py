@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from loadmem.demo.launch import start_demo
-from loadmem.demo.scenarios import bundled_scenario, bundled_scenarios
 from loadmem.errors import LoadmemError
+from loadmem.load.preflight import BUNDLED, resolve_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 ORIGINALS = REPO / "scenarios"
@@ -26,16 +26,17 @@ LOCUST = Path(sys.executable).with_name("locust")
 def test_repository_scenarios_are_the_packaged_ones() -> None:
     """``scenarios/*.py`` are links to the package's files: one source, nothing to drift."""
     originals = {p.name: p.resolve() for p in ORIGINALS.glob("*.py")}
-    packaged = {p.name: p.resolve() for p in bundled_scenarios().values()}
+    packaged = {p.name: p.resolve() for p in BUNDLED.glob("*.py") if not p.name.startswith("_")}
     assert {"demo.py", "browse.py", "step_load.py"} <= set(originals)
     assert originals == packaged
 
 
-def test_bundled_scenario_lookup() -> None:
-    assert bundled_scenario("demo").name == "demo.py"
-    assert bundled_scenario("step_load.py").name == "step_load.py"
-    with pytest.raises(LoadmemError, match="no bundled scenario"):
-        bundled_scenario("nope")
+def test_bundled_scenario_lookup(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # outside a clone: the package's own copies
+    assert resolve_scenario("demo").resolve() == (BUNDLED / "demo.py").resolve()
+    assert resolve_scenario("step_load.py").name == "step_load.py"
+    with pytest.raises(LoadmemError, match="no scenario file"):
+        resolve_scenario("nope")
 
 
 _SHAPE_PROBE = """

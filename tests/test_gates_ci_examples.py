@@ -124,7 +124,7 @@ def test_every_loadmem_command_parses(name):
 def test_example_gates_config_loads():
     cfg = load_config(CI / "loadmem.toml")
     names = {g.metric.name for g in cfg.gates}
-    assert {"observe.used_delta_bytes", "cow.unshared_bytes", "latency.p95_ms"} <= names
+    assert {"window.used_delta_bytes", "cow.unshared_bytes", "latency.p95_ms"} <= names
     assert cfg.fail_on_regression == pytest.approx(0.10)
     assert "cow.unshared_bytes" in cfg.regression_budgets
 

@@ -39,7 +39,8 @@ def write(tmp_path: Path, text: str, name: str = "loadmem.toml") -> Path:
 def test_every_unit_is_parsed_with_the_shared_parsers(tmp_path):
     cfg = load_config(write(tmp_path, GOOD))
     g = {x.name: x for x in cfg.gates}
-    assert g["memory_growth"].metric.name == "observe.used_delta_bytes"
+    assert g["memory_growth"].metric.name == "window.used_delta_bytes"
+    assert g["available"].metric.name == "window.available_delta_bytes"  # an old name
     assert (g["memory_growth"].comparison, g["memory_growth"].budget) == ("max", 200 * 2**20)
     assert g["worker_pss"].budget == 150 * 2**20
     assert (g["sharing"].comparison, g["sharing"].budget) == ("min", pytest.approx(0.40))

@@ -119,7 +119,7 @@ def test_text_markdown_json(gates):
     table = [ln for ln in text.splitlines() if ln.startswith("|")]
     assert len(table) == 2 + len(report.results)
     assert all(ln.count("|") - ln.count("\\|") == 7 for ln in table)
-    assert "`observe.used_delta_bytes`" in text and "≤ 200 MB" in text
+    assert "`window.used_delta_bytes`" in text and "≤ 200 MB" in text
     js = io.StringIO()
     render_json(report, js)
     data = json.loads(js.getvalue())

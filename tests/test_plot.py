@@ -9,9 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 from presentation_support import (
     cow_recording,
-    demo_recording,
     killed_recording,
-    run_works,
     system_only_recording,
 )
 
@@ -156,9 +154,8 @@ def test_cli_missing_recording(tmp_path: Path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not run_works(), reason="loadmem run is not implemented yet")
-def test_demo_run_has_labelled_phases_and_load_panels():
-    rec = open_recording(demo_recording())
+def test_demo_run_has_labelled_phases_and_load_panels(demo_pair):
+    rec = open_recording(demo_pair["default"])
     analysis = analyze(rec)
     fig = render_figure(rec, analysis)
     axes = _axes_by_title(fig)

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from presentation_support import cow_recording, demo_recording, run_works
+from presentation_support import cow_recording
 
 from loadmem.analysis import analyze
 from loadmem.cli.main import main
@@ -144,9 +144,8 @@ def test_report_cli_default_path_and_errors(capsys, tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not run_works(), reason="loadmem run is not implemented yet")
-def test_report_of_a_demo_run_has_the_phase_table():
-    rec = demo_recording()
+def test_report_of_a_demo_run_has_the_phase_table(demo_pair):
+    rec = demo_pair["default"]
     analysis = analyze(rec)
     doc = render_report(rec, analysis)
     c = _check(doc)

@@ -1,309 +1,318 @@
 """``analyze(recording, window=None) -> Analysis``: the verdict and the numbers behind it.
 
-A pipeline of small steps: open the recording, pick the window (``window.py``), build the
-series (``series.py``), measure how each moved (``trend.py``), run one detector per mechanism
-(``detectors.py``), state the headline (``headline.py``), then fill the named key figures the
-reporters, gates and ``loadmem compare`` read (``docs/analysis.md`` lists them; keep them
-stable) and the phase / process tables (``summaries.py``).
+A pipeline of named steps, each a small function:
+
+1. ``_open`` and ``_read_system``: the recording and its system series (at least 2 samples);
+2. ``_windows``: the verdict's window and its parts (``window.py``);
+3. ``_series``: one pass over the processes table (``series``): per-tick sums, lifetimes,
+   a fixed set per window;
+4. ``_measure``: how every series moved over the window and each of its phases
+   (``context.py``), plus the sharing ratios, what is still shared and the current rate;
+5. ``_judge``: one detector per mechanism (``detectors.py``), the drain headline and the
+   unexplained remainder (``headline.py``);
+6. ``key_figures``: the named figures of the catalogue (``figures.py``) the reporters, gates
+   and ``loadmem compare`` read;
+7. ``_tables``: the phase and process tables (``summaries.py``); ``_notes``: what the reader
+   should know about the data.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from loadmem.analysis import container, headline, summaries, traffic
 from loadmem.analysis import detectors as det
-from loadmem.analysis.model import Analysis, Window
+from loadmem.analysis.context import Context, measure
+from loadmem.analysis.model import Analysis, Finding, Window
 from loadmem.analysis.series import (
-    ProcessData,
+    RecordingSeries,
+    SystemSeries,
+    build,
+    index_at,
     index_range,
-    read_processes,
     read_system,
-    tick_at,
 )
-from loadmem.analysis.trend import Change, change, noise_sigma, theil_sen
-from loadmem.analysis.window import resolve
+from loadmem.analysis.trend import edge_count, theil_sen
+from loadmem.analysis.window import Windows, resolve
 from loadmem.errors import LoadmemError
 from loadmem.recording.reader import Recording, open_recording
 from loadmem.units import format_bytes, format_duration
 
-#: System series measured over the window (names understood by ``SystemSeries.get``).
-SYSTEM_SERIES = (
-    "used",
-    "MemAvailable",
-    "MemFree",
-    "file_cache",
-    "Cached",
-    "Buffers",
-    "Shmem",
-    "SUnreclaim",
-    "SReclaimable",
-    "AnonPages",
-    "PageTables",
-    "KernelStack",
-    "swap_used",
-    "AnonHugePages",
-    "Committed_AS",
-)
-#: Noise floor: at least this many baseline samples, else the window's own samples.
-MIN_BASELINE_SAMPLES = 5
-
-
-def _changes(
-    t: np.ndarray, series: dict[str, np.ndarray], win: slice, base: slice | None
-) -> dict[str, Change]:
-    out = {}
-    for name, y in series.items():
-        yw = y[win]
-        if not np.isfinite(yw).any():
-            continue
-        noise = None
-        if base is not None:
-            yb = y[base]
-            if np.isfinite(yb).sum() >= MIN_BASELINE_SAMPLES:
-                noise = noise_sigma(yb)
-        out[name] = change(t[win], yw, noise)
-    return out
-
-
-def _ratio(p: ProcessData, i: int | None) -> float | None:
-    pss, rss = summaries.at(p.sums.get("pss"), i), summaries.at(p.sums.get("smaps_rss"), i)
-    if pss is None or not rss:
-        return None
-    return pss / rss
-
-
 #: Below this much unsharing over the recent half of the window, it has stopped for now.
 COW_STOPPED_BYTES = 1 << 20
-
-
-def _cow_rate(
-    t: np.ndarray, p: ProcessData, win: slice, remaining: float | None
-) -> tuple[float | None, float | None]:
-    """Current unsharing rate: Theil–Sen slope of sum PSS minus that of sum smaps Rss over
-    the last half of the window (at least 5 samples), and the time until ``remaining`` would
-    be unshared at that rate (None when it has stopped)."""
-    pss, rss = p.sums.get("pss"), p.sums.get("smaps_rss")
-    if pss is None:
-        return None, None
-    n = win.stop - win.start
-    recent = slice(max(win.start, win.stop - max(5, n // 2)), win.stop)
-    r_pss = theil_sen(t[recent], pss[recent])
-    if r_pss is None:
-        return None, None
-    r_rss = theil_sen(t[recent], rss[recent]) if rss is not None else None
-    rate = r_pss - max(r_rss or 0.0, 0.0)
-    span = float(t[recent.stop - 1] - t[recent.start])
-    if remaining is None or rate <= 0 or rate * span < COW_STOPPED_BYTES:
-        return rate, None
-    return rate, remaining / rate
-
-
 #: A note is added when PSS figures at the window's end are older than the recorder's
 #: --pss-max-age (meta ``pss_max_age_s``, else this) plus two intervals: the budget held
 #: reads back. Younger figures are current: the recorder re-reads a process that faults.
 DEFAULT_PSS_MAX_AGE_S = 15.0
 
 
-def _pss_staleness(rec: Recording, tick: int, t_end: float) -> float | None:
-    """How long the stalest PSS figure among the rows of ``tick`` had gone unconfirmed
-    (None if unknown): ``pss_stale_s`` (0 for a figure the recorder still knew to hold, however
-    old its read); in recordings made before that column, the age of the oldest read.
+@dataclass
+class Result:
+    """An analysis with the series it was made from (the plot draws the same series)."""
 
-    Reads only the row groups whose statistics contain ``tick``: cheap on any size."""
-    import pyarrow.parquet as pq
-
-    stalest = None
-    for f in rec.files("processes"):
-        try:
-            names = pq.read_schema(f).names
-            stale = "pss_stale_s" in names
-            cols = ["tick", "t", "pss_stale_s"] if stale else ["tick", "pss_read_t"]
-            tb = pq.read_table(f, columns=cols, filters=[("tick", "=", tick)])
-        except (OSError, ValueError, pa.ArrowException):
-            continue
-        if not tb.num_rows:
-            continue
-        if stale:
-            m = pc.max(tb.column("pss_stale_s")).as_py()
-            age = None if m is None else m + max(t_end - pc.max(tb.column("t")).as_py(), 0.0)
-        else:
-            m = pc.min(tb.column("pss_read_t")).as_py()
-            age = None if m is None else max(t_end - m, 0.0)
-        if age is not None and (stalest is None or age > stalest):
-            stalest = age
-    return stalest
+    analysis: Analysis
+    series: RecordingSeries
+    windows: Windows
 
 
 def analyze(recording: Recording | str | Path, window: str | None = None,
             limit_horizon: float = container.LIMIT_HORIZON_S) -> Analysis:
-    """Explain what happened to memory in ``window`` (default: the observe phase, else the
-    whole recording). Raises ``LoadmemError`` for a recording with nothing usable.
-    ``limit_horizon``: a container limit predicted within this many seconds is critical."""
-    rec = recording if isinstance(recording, Recording) else open_recording(recording)
+    """Explain what happened to memory in ``window`` (default: the load and observe phases,
+    else the observe phase, else the whole recording). Raises ``LoadmemError`` for a
+    recording with nothing usable. ``limit_horizon``: a container limit predicted within
+    this many seconds is critical."""
+    return analyze_with_series(recording, window, limit_horizon).analysis
+
+
+def analyze_with_series(recording: Recording | str | Path, window: str | None = None,
+                        limit_horizon: float = container.LIMIT_HORIZON_S) -> Result:
+    """``analyze``, with the series the analysis was made from (the plot draws them)."""
+    rec = _open(recording)
+    system = _read_system(rec)
+    wins = _windows(rec, system, window)
+    series = _series(rec, system, wins)
+    ctx = _measure(rec, series, wins)
+    findings, drain, unexplained = _judge(ctx)
+    tr = traffic.read_traffic(rec)
+    figures = key_figures(ctx, series, wins, tr, rec, unexplained)
+    view = _container(rec, ctx, wins, findings, figures, limit_horizon)
+    phases, processes = _tables(ctx, series, wins, tr)
+    analysis = Analysis(
+        recording=str(rec.path),
+        label=rec.label,
+        window=Window(wins.main.name, wins.main.t_start, wins.main.t_end),
+        headline=headline.headline(drain, findings),
+        findings=findings,
+        figures=figures,
+        phases=phases,
+        processes=processes,
+        meta=dict(rec.meta),
+        notes=_notes(rec, series, wins, ctx),
+        container=view.to_dict() if view is not None else None,
+    )
+    return Result(analysis, series, wins)
+
+
+# --- 1. the recording ------------------------------------------------------------------------
+
+
+def _open(recording: Recording | str | Path) -> Recording:
+    return recording if isinstance(recording, Recording) else open_recording(recording)
+
+
+def _read_system(rec: Recording) -> SystemSeries:
     system = read_system(rec)
-    if len(system.t) < 2:
+    if len(system) < 2:
         raise LoadmemError(
-            f"{rec.path} has {len(system.t)} system sample(s): nothing to analyse",
+            f"{rec.path} has {len(system)} system sample(s): nothing to analyse",
             "record for longer (at least a few intervals)",
         )
-    t_first, t_last = float(system.t[0]), float(system.t[-1])
-    wins = resolve(rec.phases(), t_first, t_last, window)
-    main = wins.main
-    win = index_range(system, main.t_start, main.t_end)
+    return system
+
+
+# --- 2. windows ------------------------------------------------------------------------------
+
+
+def _windows(rec: Recording, system: SystemSeries, spec: str | None) -> Windows:
+    wins = resolve(rec.phases(), float(system.t[0]), float(system.t[-1]), spec)
+    win = index_range(system, wins.main.t_start, wins.main.t_end)
     if win.stop - win.start < 2:
         raise LoadmemError(
-            f"the {main.name} window ({format_duration(main.t_start)} to "
-            f"{format_duration(main.t_end)}) holds fewer than 2 samples",
+            f"the {wins.main.name} window ({format_duration(wins.main.t_start)} to "
+            f"{format_duration(wins.main.t_end)}) holds fewer than 2 samples",
             "choose a longer --window",
         )
-    i_start, i_end = win.start, win.stop - 1
-    base = index_range(system, wins.baseline.t_start, wins.baseline.t_end) if wins.baseline \
-        else None
-    i_base = (base.stop - 1 if base is not None and base.stop > base.start else i_start)
-    i_load = None
-    if wins.load is not None:
-        i_load = int(np.searchsorted(system.t, wins.load.t_end, side="right")) - 1
-    checkpoints = {
-        "baseline": int(system.tick[i_base]),
-        "load_end": int(system.tick[i_load]) if i_load is not None else None,
-        "end": int(system.tick[i_end]),
-    }
-    cp_ticks = [v for v in checkpoints.values() if v is not None]
-    cp_ticks.append(int(system.tick[i_start]))
-    for w in wins.phases:
-        cp_ticks += [tick_at(system, w.t_start), tick_at(system, w.t_end)]
-    procs = read_processes(
-        rec, system, (int(system.tick[i_start]), int(system.tick[i_end])), cp_ticks
-    )
-    notes = [*rec.notes, *wins.notes, *procs.notes]
-    sys_series = {n: system.get(n) for n in SYSTEM_SERIES}
-    sys_ch = _changes(system.t, sys_series, win, base)
-    grp_ch = _changes(system.t, procs.sums, win, base)
-    lg_series = {k: np.where(procs.loadgen_count > 0, v, np.nan) for k, v in procs.loadgen.items()}
-    lg_ch = _changes(system.t, lg_series, win, base)
-    if base is None:
-        notes.append("no baseline phase: the noise floor was estimated from the window itself")
-    mem_total = summaries.at(system.get("MemTotal"), i_end)
-    groups = summaries.groups(procs)
-    watched_now = procs.count[i_end] if len(procs.count) else 0
-    pss_now = procs.pss_count[i_end] if len(procs.pss_count) else 0
-    if watched_now and pss_now < watched_now:
-        notes.append(
-            f"{int(watched_now - pss_now)} of {int(watched_now)} watched processes had no "
-            "smaps_rollup figures at the end (never read or not readable): PSS sums leave "
-            "them out"
-        )
-    if procs.rows:
-        age = _pss_staleness(rec, checkpoints["end"], float(system.t[i_end]))
-        max_age = float(rec.meta.get("pss_max_age_s") or DEFAULT_PSS_MAX_AGE_S)
-        interval = float(rec.meta.get("interval_s") or rec.meta.get("interval") or 1.0)
-        if age is not None and age > max_age + 2 * interval:
-            notes.append(
-                f"the stalest PSS figure at the end of the window had gone unconfirmed for "
-                f"{format_duration(age)}, beyond --pss-max-age {format_duration(max_age)}: the "
-                "recorder's --pss-budget held reads back, so the last PSS changes may be missing"
-            )
-    if procs.rows == 0:
-        notes.append("no per-process samples: only system-wide figures were analysed")
-    remaining = None
-    pss_end = summaries.at(procs.sums.get("pss"), i_end)
-    srss_end = summaries.at(procs.sums.get("smaps_rss"), i_end)
-    if pss_end is not None and srss_end is not None:
-        remaining = max(srss_end - pss_end, 0.0)
-    sharing = {
-        "baseline": _ratio(procs, i_base),
-        "after_load": _ratio(procs, i_load if i_load is not None else None),
-        "end": _ratio(procs, i_end),
-    }
-    cow_rate, tte = _cow_rate(system.t, procs, win, remaining)
-    rec_fig = summaries.recorder_figures(rec)
-    ctx = det.Context(
-        window=main, system=sys_ch, group=grp_ch, loadgen=lg_ch,
-        watched_count=int(watched_now), mem_total=mem_total,
-        available_end=summaries.at(system.get("MemAvailable"), i_end),
-        procs=summaries.proc_changes(procs, groups), sharing=sharing, remaining=remaining,
-        cow_rate=cow_rate, cow_time_to_exhaust=tte,
-        recorder=rec_fig, has_baseline=base is not None,
-    )
-    findings = [f for f in (d(ctx) for d in det.DETECTORS) if f is not None]
+    return wins
 
-    # the remainder of the used-memory change that no meminfo/PSS component accounts for
-    def dd(n: str, src: str = "system") -> float:
-        return ctx.d(n, src) or 0.0
 
+# --- 3. series -------------------------------------------------------------------------------
+
+
+def checkpoint_times(wins: Windows) -> dict[str, float | None]:
+    """Points the process table reports: end of the baseline (the window's start without
+    one), end of the load, end of the window."""
+    return {
+        "baseline": wins.baseline.t_end if wins.baseline is not None else wins.main.t_start,
+        "load_end": wins.load.t_end if wins.load is not None else None,
+        "end": wins.main.t_end,
+    }
+
+
+def _series(rec: Recording, system: SystemSeries, wins: Windows) -> RecordingSeries:
+    times = [t for t in checkpoint_times(wins).values() if t is not None]
+    return build(rec, wins.all(), times, system=system)
+
+
+# --- 4. measure ------------------------------------------------------------------------------
+
+
+def _ratio_at(series: RecordingSeries, t: float | None) -> float | None:
+    """Sharing ratio sum PSS / sum smaps Rss (both from the same reads) at the sample at or
+    before ``t``."""
+    if t is None:
+        return None
+    i = index_at(series.system, t)
+    w = series.processes.watched
+    pss, rss = summaries.at(w.get("pss"), i), summaries.at(w.get("smaps_rss"), i)
+    if pss is None or not rss:
+        return None
+    return pss / rss
+
+
+def _cow_rate(ctx: Context, series: RecordingSeries) -> tuple[float | None, float | None]:
+    """Current unsharing rate: the Theil–Sen slope of the same processes' PSS less that of
+    their new anonymous memory over the last half of the window (at least 5 samples), never
+    below 0; and the time until what is still shared would be unshared at that rate (None
+    when it has stopped)."""
+    life = ctx.life
+    if life is None:
+        return None, None
+    pss, anon = life.sums.get("pss"), life.sums.get("rss_anon")
+    if pss is None:
+        return None, None
+    t = series.system.t[life.sl]
+    n = len(t)
+    recent = slice(max(0, n - max(5, n // 2)), n)
+    r_pss = theil_sen(t[recent], pss[recent])
+    if r_pss is None:
+        return None, None
+    r_anon = theil_sen(t[recent], anon[recent]) if anon is not None else None
+    rate = max(r_pss - max(r_anon or 0.0, 0.0), 0.0)
+    span = float(t[recent][-1] - t[recent][0]) if n else 0.0
+    if ctx.remaining is None or rate * span < COW_STOPPED_BYTES:
+        return rate, None
+    return rate, ctx.remaining / rate
+
+
+def _measure(rec: Recording, series: RecordingSeries, wins: Windows) -> Context:
+    ctx = measure(series, wins.main, wins.baseline)
+    win = index_range(series.system, wins.main.t_start, wins.main.t_end)
+    k = edge_count(win.stop - win.start)
+    ctx.parts = [measure(series, w, wins.baseline, k) for w in wins.parts]
+    ctx.has_load = wins.load is not None
+    cps = checkpoint_times(wins)
+    ctx.sharing = {k: _ratio_at(series, cps[k]) for k in ("baseline", "load_end", "end")}
+    ctx.sharing["after_load"] = ctx.sharing.pop("load_end")
+    srss, pss = ctx.everyone.get("smaps_rss"), ctx.everyone.get("pss")
+    if srss is not None and pss is not None and srss.end is not None and pss.end is not None:
+        ctx.remaining = max(srss.end - pss.end, 0.0)
+    ctx.cow_rate, ctx.cow_time_to_exhaust = _cow_rate(ctx, series)
+    ctx.recorder = summaries.recorder_figures(rec)
+    for part in ctx.parts:
+        part.has_load, part.sharing, part.recorder = ctx.has_load, ctx.sharing, {}
+    return ctx
+
+
+# --- 5. judge --------------------------------------------------------------------------------
+
+
+def unexplained_delta(ctx: Context) -> float | None:
+    """The used-memory change no component accounts for: Δused less the watched processes'
+    real PSS change (every one with figures at each end), the load generator's, other
+    processes' anonymous memory, shared memory nobody watched maps, unreclaimable slab,
+    page tables and kernel stacks."""
     d_used = ctx.d("used")
-    other = det.other_anon(ctx)
-    d_pss = ctx.d("pss", "group")
-    shmem_unmapped = dd("Shmem") - max(dd("pss_shmem", "group"), 0.0)
-    unexplained = None
-    if d_used is not None:
-        unexplained = d_used - (
-            (d_pss or 0.0) + (other or 0.0) + shmem_unmapped + dd("SUnreclaim")
-            + dd("PageTables") + dd("KernelStack")
-        )
+    if d_used is None:
+        return None
+
+    def dd(name: str, source: str = "system") -> float:
+        return ctx.d(name, source) or 0.0
+
+    pss = ctx.total_delta("pss") or 0.0
+    shmem_unmapped = dd("Shmem") - max(ctx.total_delta("pss_shmem") or 0.0, 0.0)
+    return d_used - (pss + dd("pss", "loadgen") + (det.other_anon(ctx) or 0.0)
+                     + shmem_unmapped + dd("SUnreclaim") + dd("PageTables") + dd("KernelStack"))
+
+
+def _judge(ctx: Context) -> tuple[list[Finding], Finding, float | None]:
+    findings = [f for f in (d(ctx) for d in det.DETECTORS) if f is not None]
+    unexplained = unexplained_delta(ctx)
     drain = headline.drain_finding(ctx, unexplained)
-    # the load generator is excluded from the watched figures: say how big it was
-    if len(procs.loadgen_count) and procs.loadgen_count.max() > 0:
-        drain.evidence["loadgen.count_max"] = float(procs.loadgen_count.max())
-        drain.evidence["loadgen.rss_max_bytes"] = float(procs.loadgen["rss"].max())
-        n_lg = int(procs.loadgen_count.max())
-        notes.append(
-            f"the load generator ({n_lg} process{'es' if n_lg != 1 else ''}, up to "
-            f"{format_bytes(procs.loadgen['rss'].max())} RSS) is excluded from the watched "
-            "figures; it is listed among the processes with role loadgen"
-        )
-    lg_pss = ctx.loadgen.get("pss")
-    drain.evidence["loadgen.pss_delta_bytes"] = lg_pss.delta if lg_pss is not None else None
+    drain.evidence["loadgen.pss_delta_bytes"] = ctx.d("pss", "loadgen")
     findings.insert(0, drain)
+    return findings, drain, unexplained
 
-    tr = traffic.read_traffic(rec)
-    if wins.load is not None:
-        load_stats = traffic.summarize(tr, wins.load.t_start, wins.load.t_end)
-        load_stats.update(traffic.load_stats_totals(rec))
-    elif not tr.empty:
-        load_stats = traffic.summarize(tr, -np.inf, np.inf)
-        load_stats["rps"] = (load_stats["requests"] / (t_last - t_first)
-                             if t_last > t_first else None)
-    else:
-        load_stats = None
 
+# --- 6. key figures --------------------------------------------------------------------------
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def key_figures(ctx: Context, series: RecordingSeries, wins: Windows, tr: traffic.Traffic,
+                rec: Recording, unexplained: float | None) -> dict[str, float | None]:
+    """Every figure of the catalogue (``figures.py``) the analysis publishes, by name."""
+    main = wins.main
+    dur = main.duration
+    used = ctx.system.get("used")
+    d_used = ctx.d("used")
+
+    def level(name: str, source: str, end: bool) -> float | None:
+        c = ctx._changes(source).get(name)
+        return None if c is None else (c.end if end else c.start)
+
+    new = [p for p in ctx.appeared if not p.exited]
+    gone = [p for p in ctx.exited if not p.appeared]
     unshared = det.cow_unshared(ctx)
-    workers_end = summaries.workers_at(procs, groups, checkpoints["end"])
-    w_pss = sum(r["pss"] for r in workers_end) if workers_end else None
-    rss_ch = ctx.group.get("rss")
+    growth = det.growth(ctx)
+    end_tick = int(series.system.tick[index_at(series.system, main.t_end)])
+    workers = summaries.workers_at(series, end_tick)
+    w_pss: float | None = float(sum(r["pss"] for r in workers)) if workers else None
+    load_stats = _load_stats(rec, wins, tr, series)
+    rec_fig = ctx.recorder
+    d_rss = ctx.d("rss", "group")
     figures: dict[str, float | None] = {
-        "window.duration_s": main.duration,
-        "observe.used_delta_bytes": d_used,
-        "observe.used_rate_bytes_per_s": sys_ch["used"].rate if "used" in sys_ch else None,
-        "observe.available_delta_bytes": ctx.d("MemAvailable"),
-        "observe.free_delta_bytes": ctx.d("MemFree"),
-        "watched.rss_delta_bytes": ctx.d("rss", "group"),
-        "watched.pss_delta_bytes": d_pss,
+        "window.duration_s": dur,
+        "window.used_start_bytes": used.start if used else None,
+        "window.used_end_bytes": used.end if used else None,
+        "window.used_delta_bytes": d_used,
+        "window.used_rate_bytes_per_s": d_used / dur if d_used is not None and dur > 0 else None,
+        "window.available_delta_bytes": ctx.d("MemAvailable"),
+        "window.free_delta_bytes": ctx.d("MemFree"),
+        "watched.count": float(ctx.watched_count),
+        "watched.same_count": float(ctx.same_count),
+        "watched.rss_start_bytes": level("rss", "everyone", end=False),
+        "watched.rss_end_bytes": level("rss", "everyone", end=True),
+        "watched.pss_start_bytes": level("pss", "everyone", end=False),
+        "watched.pss_end_bytes": level("pss", "everyone", end=True),
+        "watched.rss_delta_bytes": d_rss,
+        "watched.pss_delta_bytes": ctx.d("pss", "group"),
         "watched.uss_delta_bytes": ctx.d("uss", "group"),
-        "watched.rss_end_bytes": summaries.at(procs.sums.get("rss"), i_end),
-        "watched.pss_end_bytes": pss_end,
-        "watched.count": float(watched_now),
-        "workers.count": float(len(workers_end)),
+        "watched.anon_delta_bytes": det.anon_delta(ctx),
+        "watched.pss_coverage_end_ratio": (
+            ctx.life.smaps_end / ctx.life.present_end
+            if ctx.life is not None and ctx.life.present_end else None),
+        "processes.appeared_count": float(len(new)),
+        "processes.appeared_rss_bytes": ctx.lifecycle_total("rss", "appeared"),
+        "processes.appeared_pss_bytes": ctx.lifecycle_total("pss", "appeared"),
+        "processes.exited_count": float(len(gone)),
+        "processes.exited_rss_bytes": ctx.lifecycle_total("rss", "exited"),
+        "processes.exited_pss_bytes": ctx.lifecycle_total("pss", "exited"),
+        "workers.count": float(len(workers)),
         "workers.pss_end_bytes": w_pss,
-        "workers.pss_per_worker_end_bytes": w_pss / len(workers_end) if workers_end else None,
-        "sharing_ratio.baseline": sharing["baseline"],
-        "sharing_ratio.after_load": sharing["after_load"],
-        "sharing_ratio.end": sharing["end"],
+        "workers.pss_per_worker_end_bytes": (w_pss / len(workers)
+                                             if workers and w_pss is not None else None),
+        "sharing_ratio.baseline": ctx.sharing.get("baseline"),
+        "sharing_ratio.after_load": ctx.sharing.get("after_load"),
+        "sharing_ratio.end": ctx.sharing.get("end"),
         "cow.unshared_bytes": max(unshared, 0.0) if unshared is not None else None,
-        "cow.remaining_bytes": remaining,
-        "cow.rate_bytes_per_s": cow_rate,
-        "cow.time_to_exhaust_s": tte,
-        "rss.growth_rate_bytes_per_s": rss_ch.rate if rss_ch is not None else None,
+        "cow.remaining_bytes": ctx.remaining,
+        "cow.rate_bytes_per_s": ctx.cow_rate,
+        "cow.time_to_exhaust_s": ctx.cow_time_to_exhaust,
+        "growth.bytes": max(growth, 0.0) if growth is not None else None,
+        "watched.pss_growth_ratio": _growth_ratio(ctx, "pss"),
+        "watched.rss_growth_ratio": _growth_ratio(ctx, "rss"),
+        "rss.growth_rate_bytes_per_s": d_rss / dur if d_rss is not None and dur > 0 else None,
         "page_cache.delta_bytes": ctx.d("file_cache"),
         "shmem.delta_bytes": ctx.d("Shmem"),
         "slab.delta_bytes": (None if ctx.d("SUnreclaim") is None
-                             else dd("SUnreclaim") + dd("SReclaimable")),
-        "other_processes.delta_bytes": other,
+                             else (ctx.d("SUnreclaim") or 0.0) + (ctx.d("SReclaimable") or 0.0)),
+        "other_processes.delta_bytes": det.other_anon(ctx),
         "unexplained.delta_bytes": unexplained,
         "requests.total": float(load_stats["requests"]) if load_stats else None,
         "requests.failures": float(load_stats["failures"]) if load_stats else None,
@@ -313,30 +322,130 @@ def analyze(recording: Recording | str | Path, window: str | None = None,
         "latency.p50_ms": load_stats["p50_ms"] if load_stats else None,
         "latency.p95_ms": load_stats["p95_ms"] if load_stats else None,
         "latency.p99_ms": load_stats["p99_ms"] if load_stats else None,
-        "recorder.cpu_fraction": rec_fig["cpu_fraction"],
-        "recorder.rss_bytes": rec_fig["rss_bytes"],
-        "recorder.smaps_max_stall_ms": rec_fig["smaps_max_stall_ms"],
+        "recorder.cpu_fraction": rec_fig.get("cpu_fraction"),
+        "recorder.rss_bytes": rec_fig.get("rss_bytes"),
+        "recorder.smaps_max_stall_ms": rec_fig.get("smaps_max_stall_ms"),
     }
-    view = container.container_view(rec, main.t_start, main.t_end)
-    if view is not None:
-        findings += container.findings(view, findings, ctx.d("rss", "group"),
-                                       rss_ch.start if rss_ch is not None else None,
-                                       horizon=limit_horizon)
-        figures.update(view.figures())
-    else:
+    return {k: _finite(v) for k, v in figures.items()}
+
+
+def _growth_ratio(ctx: Context, kind: str) -> float | None:
+    """The same processes' change over their sum when the window opened."""
+    c = ctx.group.get(kind)
+    if c is None or c.delta is None or not c.start or c.start <= 0:
+        return None
+    return c.delta / c.start
+
+
+def _load_stats(rec: Recording, wins: Windows, tr: traffic.Traffic,
+                series: RecordingSeries) -> dict[str, float] | None:
+    if wins.load is not None:
+        stats = traffic.summarize(tr, wins.load.t_start, wins.load.t_end)
+        stats.update(traffic.load_stats_totals(rec))
+        return stats
+    if not tr.empty:
+        stats = traffic.summarize(tr, -np.inf, np.inf)
+        t = series.system.t
+        stats["rps"] = stats["requests"] / (t[-1] - t[0]) if t[-1] > t[0] else None
+        return stats
+    return None
+
+
+def _container(rec: Recording, ctx: Context, wins: Windows, findings: list[Finding],
+               figures: dict[str, float | None],
+               horizon: float) -> container.ContainerView | None:
+    """The container view (``container.py``) when the watched processes share a memory
+    cgroup: its findings and ``cgroup.*`` figures (null without one) join the analysis'."""
+    view = container.container_view(rec, wins.main.t_start, wins.main.t_end)
+    if view is None:
         figures.update(dict.fromkeys(container.FIGURES))
-    figures = {k: (None if v is None or not np.isfinite(v) else float(v))
-               for k, v in figures.items()}
-    return Analysis(
-        recording=str(rec.path),
-        label=rec.label,
-        window=Window(main.name, main.t_start, main.t_end),
-        headline=headline.headline(drain, findings),
-        findings=findings,
-        figures=figures,
-        phases=summaries.phase_rows(wins, system, procs, tr),
-        processes=summaries.process_rows(procs, groups, checkpoints),
-        meta=dict(rec.meta),
-        notes=notes,
-        container=view.to_dict() if view is not None else None,
-    )
+        return None
+    rss = ctx.group.get("rss")
+    findings += container.findings(view, findings, ctx.d("rss", "group"),
+                                   rss.start if rss is not None else None, horizon=horizon)
+    figures.update({k: _finite(v) for k, v in view.figures().items()})
+    return view
+
+
+# --- 7. tables and notes ---------------------------------------------------------------------
+
+
+def _tables(ctx: Context, series: RecordingSeries, wins: Windows, tr: traffic.Traffic,
+            ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    by_name = {p.window.name: p for p in ctx.parts}
+    phases = []
+    for w in wins.phases:
+        pctx = by_name.get(w.name) or measure(series, w, wins.baseline)
+        phases.append(summaries.phase_row(pctx, tr))
+    system = series.system
+    ticks = {k: (int(system.tick[index_at(system, t)]) if t is not None else None)
+             for k, t in checkpoint_times(wins).items()}
+    return phases, summaries.process_rows(series, ticks, wins.main.t_end)
+
+
+def _pss_staleness(rec: Recording, tick: int, t_end: float) -> float | None:
+    """How long the stalest PSS figure among the rows of ``tick`` had gone unconfirmed
+    (None if unknown): ``pss_stale_s`` (0 for a figure the recorder still knew to hold, however
+    old its read); in recordings made before that column, the age of the oldest read. Reads
+    the rows of one tick only (``Recording.rows_at_ticks``): cheap on any size."""
+    tb = rec.rows_at_ticks("processes", [tick], ["t", "pss_stale_s", "pss_read_t"])
+    if tb.num_rows == 0:
+        return None
+    if "pss_stale_s" in tb.column_names and tb.column("pss_stale_s").null_count < tb.num_rows:
+        m = pc.max(tb.column("pss_stale_s")).as_py()
+        return None if m is None else m + max(t_end - pc.max(tb.column("t")).as_py(), 0.0)
+    if "pss_read_t" not in tb.column_names:
+        return None
+    m = pc.min(tb.column("pss_read_t")).as_py()
+    return None if m is None else max(t_end - m, 0.0)
+
+
+def _notes(rec: Recording, series: RecordingSeries, wins: Windows, ctx: Context) -> list[str]:
+    procs = series.processes
+    notes = [*rec.notes, *wins.notes, *procs.notes]
+    if wins.baseline is None:
+        notes.append("no baseline phase: the noise floor was estimated from the window itself")
+    if procs.rows == 0:
+        notes.append("no per-process samples: only system-wide figures were analysed")
+        return notes
+    cov = series.coverage
+    if cov.processes_end and cov.with_smaps_end < cov.processes_end:
+        notes.append(
+            f"{cov.processes_end - cov.with_smaps_end} of {cov.processes_end} watched "
+            "processes had no smaps_rollup figures at the end (never read or not readable): "
+            "PSS sums leave them out"
+        )
+    elif cov.full_from_s is not None and cov.full_from_s > float(series.system.t[0]) + 1e-9:
+        notes.append(f"{cov.sentence()} (the recorder reads smaps_rollup within a budget)")
+    system = series.system
+    i_end = index_at(system, wins.main.t_end)
+    age = _pss_staleness(rec, int(system.tick[i_end]), float(system.t[i_end]))
+    max_age = float(rec.meta.get("pss_max_age_s") or DEFAULT_PSS_MAX_AGE_S)
+    interval = float(rec.meta.get("interval_s") or rec.meta.get("interval") or 1.0)
+    if age is not None and age > max_age + 2 * interval:
+        notes.append(
+            f"the stalest PSS figure at the end of the window had gone unconfirmed for "
+            f"{format_duration(age)}, beyond --pss-max-age {format_duration(max_age)}: the "
+            "recorder's --pss-budget held reads back, so the last PSS changes may be missing"
+        )
+    gaps = [e for e in rec.events("gap") if isinstance(e.get("data"), dict)
+            and wins.main.t_start <= float(e["data"].get("to_t", e["t"])) <= wins.main.t_end]
+    if gaps:
+        missed = sum(int(e["data"].get("missed") or 0) for e in gaps)
+        first = gaps[0]["data"]
+        notes.append(
+            f"{missed} recorder tick(s) were missed in the window ({len(gaps)} gap(s), the "
+            f"first from {format_duration(float(first.get('from_t', gaps[0]['t'])))}): no "
+            "samples there; levels and rates use the samples around them"
+        )
+    lg = procs.loadgen
+    if len(lg.count) and lg.count.max() > 0:
+        n_lg = int(lg.count.max())
+        rss = lg.get("rss")
+        top = float(np.nanmax(rss)) if rss is not None and np.isfinite(rss).any() else None
+        notes.append(
+            f"the load generator ({n_lg} process{'es' if n_lg != 1 else ''}, up to "
+            f"{format_bytes(top)} RSS) is excluded from the watched figures; it is listed "
+            "among the processes with role loadgen"
+        )
+    return notes

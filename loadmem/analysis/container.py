@@ -146,19 +146,26 @@ def read_cgroup(rec: Recording, path: str) -> CgroupSeries | None:
 def _target_cgroup(rec: Recording, t_end: float) -> tuple[str | None, str]:
     """The cgroup the watched processes share, and how it was chosen."""
     recorded = set(recorded_cgroups(rec))
-    procs = rec.table("processes", ["t", "role", "cgroup"])
+    # the target processes' rows at the window's last tick: a few rows, never the whole
+    # processes table (millions of rows on a long recording)
+    system = rec.select("system", ["t", "tick"])
+    procs = pa.table({})
+    if system.num_rows and "tick" in system.column_names:
+        t = system.column("t")
+        before = pc.filter(system.column("tick"), pc.less_equal(t, t_end))
+        if len(before):
+            last_tick = int(pc.max(before).as_py())
+            procs = rec.rows_at_ticks("processes", [last_tick], ["role", "cgroup"])
     paths: Counter[str] = Counter()
-    if procs.num_rows and procs.column("cgroup").null_count < procs.num_rows:
+    if procs.num_rows and "cgroup" in procs.column_names \
+            and procs.column("cgroup").null_count < procs.num_rows:
         role = procs.column("role")
         cg = procs.column("cgroup")
         if pa.types.is_dictionary(role.type):
             role = role.cast(pa.string())
         if pa.types.is_dictionary(cg.type):
             cg = cg.cast(pa.string())
-        t = procs.column("t")
-        last = pc.max(pc.filter(t, pc.less_equal(t, t_end))).as_py()
-        keep = pc.and_(pc.equal(role, "target"), pc.equal(t, last)) if last is not None \
-            else pc.equal(role, "target")
+        keep = pc.equal(role, "target")
         paths.update(p for p in pc.filter(cg, pc.fill_null(keep, False)).to_pylist() if p)
     if paths:
         if len(paths) == 1:

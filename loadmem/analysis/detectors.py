@@ -1,8 +1,23 @@
-"""One small function per mechanism: the window's changes in, a ``Finding`` or None out.
+"""One small function per mechanism: a window's measured changes in, a ``Finding`` or None out.
 
-Each rule follows the signatures in the project's rulebook (deltas over the window, levels
-taken as medians of the first/last samples, a noise floor from the baseline phase). The
-thresholds are module constants, documented in ``docs/analysis.md``; keep them in step.
+Each rule follows the signatures in the project's rulebook and judges the quantity that
+measures its mechanism, never a sum that mixes shared and private pages:
+
+- copy-on-write unsharing: the watched processes' PSS (like with like, processes that
+  appeared or exited accounted apart) grows while their shared pages fall, beyond what new
+  anonymous memory (RssAnon) and file / shared memory pages (Pss_File, Pss_Shmem) explain;
+- growth: what the processes hold alone, new anonymous memory (RssAnon of the same processes
+  at both ends, no more than their USS grew when every one of them has smaps figures); RSS
+  that grows through shared file or shmem pages is the page cache's or shmem's, sized by
+  Cached and Shmem; processes that appeared are new, not growth;
+- page cache, shmem, slab, page tables, swap, huge pages: the kernel's own counters;
+- other processes: anonymous memory (AnonPages) the watched processes' Pss_Anon does not
+  account for.
+
+A change counts when it is a level change (end minus start, medians of the edge samples)
+beyond ``NOISE_K`` times the baseline's noise and an absolute floor: a leak during the load
+followed by a flat stretch is a step, found as well as a slope. The thresholds are module
+constants, documented in ``docs/analysis.md``; keep them in step.
 
 Severity policy: ``info`` is a fact worth knowing that needs no action (the page cache,
 another process, the recorder); ``warning`` is memory the service (or the kernel on its
@@ -11,11 +26,12 @@ behalf) keeps taking; ``critical`` is a drain big enough to matter on its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-from loadmem.analysis.model import Finding, Severity, Window
-from loadmem.analysis.trend import Change
+from loadmem.analysis.context import Context, ProcChange, where
+from loadmem.analysis.figures import format_figure
+from loadmem.analysis.model import Finding, Severity
 from loadmem.units import format_bytes, format_duration
 
 MiB = 1 << 20
@@ -30,9 +46,9 @@ COW_WARNING = 32 * MiB
 COW_WARNING_SHARE = 0.25  # ... or >= 16 MiB and this share of the used-memory rise
 COW_CRITICAL = 1 * GiB
 COW_CRITICAL_MEMTOTAL = 0.10  # ... or this share of MemTotal, or remaining >= MemAvailable
-RSS_INFO = 8 * MiB
-RSS_WARNING = 32 * MiB
-RSS_CRITICAL = 1 * GiB
+GROWTH_INFO = 8 * MiB
+GROWTH_WARNING = 32 * MiB
+GROWTH_CRITICAL = 1 * GiB
 PAGE_CACHE_MIN = 32 * MiB
 SHMEM_INFO = 16 * MiB
 SHMEM_WARNING = 128 * MiB
@@ -49,73 +65,12 @@ OTHER_WARNING_MEMTOTAL = 0.25
 RECORDER_CPU_INFO = 0.05  # fraction of one core
 RECORDER_RSS_INFO = 256 * MiB
 RECORDER_STALL_INFO_MS = 100.0
-
-
-@dataclass
-class ProcChange:
-    """One process over the window (first and last row inside it)."""
-
-    pid: int
-    name: str
-    group: str  # master | worker | process
-    role: str
-    rss_start: float | None
-    rss_end: float | None
-    pss_start: float | None
-    pss_end: float | None
-    smaps_rss_start: float | None
-    smaps_rss_end: float | None
-    t_start: float
-    t_end: float
-
-    @property
-    def unshared(self) -> float:
-        """PSS growth not explained by RSS growth: pages this process stopped sharing."""
-        if self.pss_start is None or self.pss_end is None:
-            return 0.0
-        rs, re_ = self.smaps_rss_start, self.smaps_rss_end
-        if rs is None or re_ is None:
-            rs, re_ = self.rss_start, self.rss_end
-        d_rss = (re_ - rs) if rs is not None and re_ is not None else 0.0
-        return (self.pss_end - self.pss_start) - max(d_rss, 0.0)
-
-    @property
-    def rss_delta(self) -> float:
-        if self.rss_start is None or self.rss_end is None:
-            return 0.0
-        return self.rss_end - self.rss_start
-
-    @property
-    def label(self) -> str:
-        return f"{self.name or '?'} {self.pid}"
-
-
-@dataclass
-class Context:
-    """Everything the detectors look at, computed once by ``analyze``."""
-
-    window: Window
-    system: dict[str, Change]  # used, MemAvailable, MemFree, file_cache, Shmem, ...
-    group: dict[str, Change]  # sums over the watched processes
-    loadgen: dict[str, Change]
-    watched_count: int
-    mem_total: float | None
-    available_end: float | None
-    procs: list[ProcChange]
-    sharing: dict[str, float | None]  # baseline, after_load, end
-    remaining: float | None  # sum(Rss - Pss) of the group at the end
-    cow_rate: float | None = None  # current unsharing rate (last half of the window)
-    cow_time_to_exhaust: float | None = None  # remaining / cow_rate while it goes on
-    recorder: dict[str, float | None] = field(default_factory=dict)
-    has_baseline: bool = False
-
-    def d(self, name: str, source: str = "system") -> float | None:
-        c = (self.system if source == "system" else self.group).get(name)
-        return None if c is None else c.delta
-
-    def sig(self, name: str, floor: float, source: str = "system") -> bool:
-        c = (self.system if source == "system" else self.group).get(name)
-        return c is not None and c.significant(floor, NOISE_K)
+#: "Summing RSS over-counts": sum RSS at least this many times sum PSS (or more than used
+#: memory), and by this much, at either end of the window.
+OVERCOUNT_FACTOR = 1.5
+OVERCOUNT_MIN = 32 * MiB
+#: RSS that moved through shared pages is mentioned from this size.
+RSS_SHARED_MIN = 16 * MiB
 
 
 def _mb(n: float | None, signed: bool = True) -> str:
@@ -129,13 +84,19 @@ def _pct(part: float | None, whole: float | None) -> str:
 
 
 def _over(ctx: Context) -> str:
-    return f"over {format_duration(ctx.window.duration)}"
+    return f"{where(ctx.window)} (over {format_duration(ctx.window.duration)})"
+
+
+def _rate(amount: float, seconds: float) -> str:
+    """The mean rate of an amount over a span: consistent with the amount by construction."""
+    return f"{_mb(amount / max(seconds, 1e-9))}/s"
 
 
 def evidence(ctx: Context, *names: str, source: str = "system") -> dict[str, Any]:
     out: dict[str, Any] = {}
-    changes = ctx.system if source == "system" else ctx.group
-    prefix = "" if source == "system" else "watched."
+    changes = ctx._changes(source)
+    prefix = {"system": "", "group": "watched.", "everyone": "watched.all.",
+              "loadgen": "loadgen."}[source]
     for n in names:
         c = changes.get(n)
         if c is None:
@@ -148,29 +109,130 @@ def evidence(ctx: Context, *names: str, source: str = "system") -> dict[str, Any
     return out
 
 
-# --- attribution: what the watched processes did --------------------------------------------
+def by_phase(ctx: Context, measure: Callable[[Context], float | None],
+             processes: bool = True) -> str:
+    """``during load +114 MB, after load +0.2 MB``: a measure over each part of the window
+    (empty when the window is not split). A measure of the processes is split only when no
+    process appeared or exited in the window: each part would then compare other sets."""
+    if processes and any(p.appeared or p.exited for p in ctx.procs):
+        return ""
+    bits = []
+    for part in ctx.parts:
+        v = measure(part)
+        if v is not None:
+            bits.append(f"{where(part.window)} {_mb(v)}")
+    return ", ".join(bits)
+
+
+def _split(ctx: Context, measure: Callable[[Context], float | None],
+           processes: bool = True) -> str:
+    text = by_phase(ctx, measure, processes)
+    return f" ({text})" if text else ""
+
+
+# --- copy-on-write unsharing -----------------------------------------------------------------
+
+
+def birth_private(ctx: Context) -> dict[int, float]:
+    """What each process that appeared held alone when it started (identity key -> bytes).
+
+    A forked process starts sharing nearly everything. Its first smaps read can come some
+    ticks later, after it already copied pages; so it is taken as the least private memory
+    (USS) any process forked alongside it (same parent and name) had when first read, or its
+    own if that was less. Private memory beyond that, without new anonymous memory
+    (RssAnon), is what it copied."""
+    first_uss: dict[tuple[Any, Any], list[float]] = {}
+    for p in ctx.appeared:
+        u = p.value("uss", "first_smaps")
+        if u is not None:
+            first_uss.setdefault((p.first.get("ppid"), p.name), []).append(u)
+    out = {}
+    for p in ctx.appeared:
+        u = p.value("uss", "first_smaps")
+        if u is not None:
+            out[p.key] = min(u, *first_uss[(p.first.get("ppid"), p.name)])
+    return out
 
 
 def cow_unshared(ctx: Context) -> float | None:
-    """Bytes of copy-on-write unsharing: Δ sum PSS not explained by Δ sum RSS."""
-    d_pss = ctx.d("pss", "group")
-    if d_pss is None:
+    """Bytes the watched processes stopped sharing (copy-on-write) over the window.
+
+    Anonymous PSS (Pss_Anon; PSS on kernels before 5.8), like with like: the change of the
+    processes with smaps figures at both ends; for a process first read inside the window,
+    its change since that read; for a process that appeared, its anonymous PSS at the end
+    less what it held alone when it started (``birth_private``: its share of the pages it
+    shares came from the others, not new memory); less, for a process that exited, its
+    share of shared pages when the window opened (handed back to the others when it went:
+    not new memory either, and what it copied before it went left with it). Less new
+    anonymous memory (RssAnon growth: allocation, not unsharing).
+    """
+    anon = (ctx.d("pss_anon", "group") is not None
+            or any(p.value("pss_anon", "last") is not None for p in ctx.procs))
+    col = "pss_anon" if anon else "pss"
+    d = ctx.d(col, "group")
+    read = [p for p in (*ctx.late, *ctx.appeared) if p.first_smaps is not None]
+    if d is None and not read:
         return None
-    d_rss = ctx.d("smaps_rss", "group")
-    if d_rss is None:
-        d_rss = ctx.d("rss", "group") or 0.0
-    return d_pss - max(d_rss, 0.0)
+    amount = d or 0.0
+    amount += sum(p.delta(col) or 0.0 for p in ctx.late)
+    births = birth_private(ctx)
+    amount += sum((p.value(col, "last") or 0.0) - births[p.key]
+                  for p in ctx.appeared if p.key in births)
+    amount -= sum(p.share("first" if p.first.get("pss") is not None else "first_smaps",
+                          anon=anon)
+                  for p in ctx.exited if p.first_smaps is not None or p.first.get("pss"))
+    if not anon:  # kernels before 5.8: PSS includes file pages; PSS matched by RSS is not
+        amount -= max(ctx.d("smaps_rss", "group") or 0.0, 0.0)  # unsharing either
+    amount -= max(ctx.d("rss_anon", "group") or 0.0, 0.0)
+    amount -= sum(max(p.delta("rss_anon") or 0.0, 0.0) for p in ctx.late)
+    amount -= sum(max((p.value("rss_anon", "last") or 0.0)
+                      - (p.value("rss_anon", "first") or 0.0), 0.0)
+                  for p in ctx.appeared if p.key in births)
+    return amount
+
+
+def shared_delta(ctx: Context) -> float | None:
+    """Change of shared pages (Shared_Clean + Shared_Dirty): the same processes, plus the
+    ones first read or started inside the window, from their first read."""
+    d = ctx.d("shared", "group")
+    read = [p for p in (*ctx.late, *ctx.appeared) if p.first_smaps is not None]
+    if d is None and not read:
+        return None
+    return (d or 0.0) + sum(p.delta("shared") or 0.0 for p in read)
+
+
+def _groups_text(procs: list[ProcChange], amount: Callable[[ProcChange], float]) -> str:
+    parts = []
+    for grp in ("worker", "master", "process"):
+        members = sorted((p for p in procs if p.group == grp), key=lambda p: -amount(p))
+        if not members:
+            continue
+        shown = ", ".join(f"{p.pid} {_mb(amount(p))}" for p in members[:4])
+        more = f" and {len(members) - 4} more" if len(members) > 4 else ""
+        noun = {"worker": "workers", "master": "master", "process": "processes"}[grp]
+        parts.append(f"{noun} {shown}{more}")
+    return "; ".join(parts)
+
+
+def sharing_text(ctx: Context) -> str:
+    """``0.33 before load, 0.33 after load, 0.75 at the end`` (only the points the
+    recording has)."""
+    sh = ctx.sharing
+    labels = {"baseline": "before load" if ctx.has_load else "at the start",
+              "after_load": "after load", "end": "at the end"}
+    return ", ".join(f"{sh[k]:.2f} {labels[k]}" for k in ("baseline", "after_load", "end")
+                     if sh.get(k) is not None)
 
 
 def cow_unsharing(ctx: Context) -> Finding | None:
     """Sum PSS up, shared pages down by about as much, RSS (nearly) flat."""
     unshared = cow_unshared(ctx)
-    pss = ctx.group.get("pss")
-    if unshared is None or pss is None:
+    d_shared = shared_delta(ctx)
+    if unshared is None or d_shared is None:
         return None
-    d_shared = ctx.d("shared", "group")
-    floor = max(COW_INFO, NOISE_K * pss.noise)
-    if unshared < floor or d_shared is None or d_shared > -0.5 * unshared:
+    pss = ctx.group.get("pss") or ctx.everyone.get("pss")
+    floor = max(COW_INFO, NOISE_K * (pss.noise if pss is not None else 0.0))
+    if unshared < floor or d_shared > -0.5 * unshared:
         return None
     d_used = ctx.d("used")
     if unshared >= COW_CRITICAL or (
@@ -184,27 +246,13 @@ def cow_unsharing(ctx: Context) -> Finding | None:
     else:
         sev = "info"
     rss = ctx.group.get("rss")
-    by = sorted(ctx.procs, key=lambda p: -p.unshared)
-    parts = []
-    for grp in ("worker", "master", "process"):
-        members = [p for p in by if p.group == grp and p.role != "loadgen"]
-        if not members:
-            continue
-        shown = ", ".join(f"{p.pid} {_mb(p.unshared)}" for p in members[:4])
-        more = f" and {len(members) - 4} more" if len(members) > 4 else ""
-        noun = {"worker": "workers", "master": "master", "process": "processes"}[grp]
-        parts.append(f"{noun} {shown}{more}")
-    sh = ctx.sharing
-    labels = {"baseline": "before load" if sh.get("after_load") is not None else "at the start",
-              "after_load": "after load", "end": "at the end"}
-    ratios = ", ".join(
-        f"{sh[k]:.2f} {labels[k]}" for k in ("baseline", "after_load", "end")
-        if sh.get(k) is not None
-    )
-    cow_rate, tte = ctx.cow_rate, ctx.cow_time_to_exhaust
-    if ctx.remaining is not None and tte is not None and cow_rate:
+    procs = [p for p in ctx.procs if not p.exited and p.first_smaps is not None]
+    growers = _groups_text(procs, lambda p: p.unshared)
+    ratios = sharing_text(ctx)
+    rate, tte = ctx.cow_rate, ctx.cow_time_to_exhaust
+    if ctx.remaining is not None and tte is not None and rate:
         predict = (
-            f"at the current rate ({_mb(cow_rate, False)}/s) the remaining "
+            f"at the current rate ({_mb(rate, False)}/s) the remaining "
             f"{_mb(ctx.remaining, False)} still shared would be unshared in about "
             f"{format_duration(tte)}"
         )
@@ -216,65 +264,113 @@ def cow_unsharing(ctx: Context) -> Finding | None:
     else:
         predict = ""
     statement = (
-        f"Copy-on-write unsharing: the watched processes' PSS grew {_mb(unshared, False)} "
-        f"{_over(ctx)} "
-        f"while their RSS moved {_pct(rss.delta if rss else None, rss.start if rss else None)} "
-        f"and their shared pages fell {_mb(-d_shared, False)} (PSS growth by {'; '.join(parts)}); "
-        f"sharing ratio PSS/RSS {ratios}"
+        f"Copy-on-write unsharing: the watched processes copied {_mb(unshared, False)} of "
+        f"pages they shared {_over(ctx)}{_split(ctx, cow_unshared)}: their PSS grew while "
+        f"their RSS moved {_pct(rss.delta if rss else None, rss.start if rss else None)} and "
+        f"their shared pages fell {_mb(-d_shared, False)}"
+        + (f" (PSS growth by {growers})" if growers else "")
+        + (f"; sharing ratio PSS/RSS {ratios}" if ratios else "")
         + (f"; {predict}." if predict else ".")
     )
-    ev = evidence(ctx, "pss", "rss", "smaps_rss", "shared", "private_dirty", "pss_anon",
-                   source="group")
+    ev = evidence(ctx, "pss", "rss", "rss_anon", "smaps_rss", "shared", "private_dirty",
+                  "pss_anon", "pss_file", "pss_shmem", source="group")
     ev.update(evidence(ctx, "AnonPages", "used"))
     ev["unshared_bytes"] = unshared
     ev["remaining_bytes"] = ctx.remaining
-    ev["rate_bytes_per_s"] = cow_rate
+    ev["rate_bytes_per_s"] = rate
     ev["time_to_exhaust_s"] = tte
-    ev["per_process_unshared_bytes"] = {f"{p.group} {p.label}": p.unshared for p in by[:20]}
+    ev["per_process_unshared_bytes"] = {
+        f"{p.group} {p.label}": p.unshared for p in sorted(procs, key=lambda p: -p.unshared)[:20]
+    }
+    ev.update(_phase_evidence(ctx, "unshared_bytes", cow_unshared))
     return Finding(
-        id="cow-unsharing",
-        severity=sev,
-        statement=statement,
-        explained_bytes=unshared,
-        t_start=ctx.window.t_start,
-        t_end=ctx.window.t_end,
-        evidence=ev,
-        series=["processes.pss", "processes.smaps_rss", "processes.shared_dirty",
-                "processes.shared_clean", "processes.private_dirty", "system.AnonPages"],
+        id="cow-unsharing", severity=sev, statement=statement, explained_bytes=unshared,
+        t_start=ctx.window.t_start, t_end=ctx.window.t_end, evidence=ev,
+        series=["processes.pss", "processes.shared_dirty", "processes.shared_clean",
+                "processes.private_dirty", "processes.rss_anon", "system.AnonPages"],
     )
+
+
+def _phase_evidence(ctx: Context, key: str,
+                    measure: Callable[[Context], float | None]) -> dict[str, Any]:
+    return {f"{p.window.name}.{key}": measure(p) for p in ctx.parts}
+
+
+# --- growth: what the processes hold alone ---------------------------------------------------
+
+
+def anon_delta(ctx: Context) -> float | None:
+    """New anonymous memory of the processes present at both ends (RssAnon; VmRSS less file
+    and shmem pages on recordings without it)."""
+    d = ctx.d("rss_anon", "group")
+    if d is not None:
+        return d
+    rss = ctx.d("rss", "group")
+    if rss is None:
+        return None
+    return rss - (ctx.d("rss_file", "group") or 0.0) - (ctx.d("rss_shmem", "group") or 0.0)
+
+
+def growth(ctx: Context) -> float | None:
+    """What the watched processes hold alone grew by: their new anonymous memory, and no
+    more than their USS grew when every one of them has smaps figures at both ends (copy-on-
+    write unsharing raises USS but not RssAnon; shared memory and file pages raise neither)."""
+    alloc = anon_delta(ctx)
+    if alloc is None:
+        return None
+    uss = ctx.d("uss", "group")
+    if uss is not None and ctx.same_smaps_count == ctx.same_count > 0:
+        return min(alloc, uss)
+    return alloc
 
 
 def rss_growth(ctx: Context) -> Finding | None:
-    """RSS itself grows: memory the processes allocate and keep (a leak or a cache)."""
-    rss = ctx.group.get("rss")
-    if rss is None or rss.delta is None or rss.rate is None:
+    """The processes allocate and keep memory (a leak, a cache): a level change, step or
+    slope, of what they hold alone."""
+    g = growth(ctx)
+    if g is None or g <= 0:
         return None
-    if not rss.significant(RSS_INFO, NOISE_K) or rss.delta <= 0 or rss.rate <= 0:
+    c = ctx.group.get("rss_anon") or ctx.group.get("rss")
+    noise = c.noise if c is not None else 0.0
+    if g < max(GROWTH_INFO, NOISE_K * noise):
         return None
-    d = rss.delta
-    sev: Severity = "critical" if d >= RSS_CRITICAL else "warning" if d >= RSS_WARNING else "info"
-    growers = sorted((p for p in ctx.procs if p.rss_delta > 0), key=lambda p: -p.rss_delta)
+    sev: Severity = ("critical" if g >= GROWTH_CRITICAL else "warning" if g >= GROWTH_WARNING
+                     else "info")
+    growers = sorted((p for p in ctx.procs if not p.appeared and not p.exited
+                      and (p.delta("rss_anon") or 0) > 0),
+                     key=lambda p: -(p.delta("rss_anon") or 0.0))
     shown = ", ".join(
-        f"{p.group} {p.label} {_mb(p.rss_delta)} "
-        f"({_mb(p.rss_delta / max(p.t_end - p.t_start, 1e-9), False)}/s)"
+        f"{p.group} {p.label} {_mb(p.delta('rss_anon'))} "
+        f"({_rate(p.delta('rss_anon') or 0.0, p.span)})"
         for p in growers[:4]
     )
     more = f" and {len(growers) - 4} more" if len(growers) > 4 else ""
-    d_pss = ctx.d("pss", "group")
+    d_uss, d_pss, d_rss = ctx.d("uss", "group"), ctx.d("pss", "group"), ctx.d("rss", "group")
+    n = ctx.same_count
     statement = (
-        f"RSS growth: the watched processes' RSS grew {_mb(d, False)} {_over(ctx)} "
-        f"({_pct(d, rss.start)}, {_mb(rss.rate, False)}/s) and their PSS {_mb(d_pss)}"
+        f"Memory growth: what the {n} watched process{'es' if n != 1 else ''} present "
+        f"throughout hold{'s' if n == 1 else ''} alone grew {_mb(g, False)} {_over(ctx)}"
+        f"{_split(ctx, growth)}, "
+        f"{_rate(g, ctx.window.duration)} on average (new anonymous memory "
+        f"{_mb(anon_delta(ctx))}, USS {_mb(d_uss)}, PSS {_mb(d_pss)}, RSS {_mb(d_rss)})"
         + (f": {shown}{more}." if shown else ".")
     )
-    ev = evidence(ctx, "rss", "pss", "uss", source="group")
+    ev = evidence(ctx, "rss", "rss_anon", "pss", "uss", "pss_anon", source="group")
     ev.update(evidence(ctx, "AnonPages", "Committed_AS"))
-    ev["per_process_rss_delta_bytes"] = {f"{p.group} {p.label}": p.rss_delta for p in growers[:20]}
-    explained = min(d, d_pss) if d_pss is not None and d_pss > 0 else d
-    return Finding("rss-growth", sev, statement, explained, ctx.window.t_start,
-                   ctx.window.t_end, ev, ["processes.rss", "processes.pss"])
+    ev["growth_bytes"] = g
+    ev["per_process_anon_delta_bytes"] = {f"{p.group} {p.label}": p.delta("rss_anon")
+                                          for p in growers[:20]}
+    ev.update(_phase_evidence(ctx, "growth_bytes", growth))
+    return Finding("rss-growth", sev, statement, g, ctx.window.t_start, ctx.window.t_end, ev,
+                   ["processes.rss_anon", "processes.private_clean", "processes.private_dirty",
+                    "processes.pss"])
 
 
-# --- attribution: the kernel and the rest of the machine -----------------------------------
+# --- the kernel and the rest of the machine --------------------------------------------------
+
+
+def _d_file(ctx: Context) -> float | None:
+    return ctx.d("file_cache")
 
 
 def page_cache(ctx: Context) -> Finding | None:
@@ -285,35 +381,57 @@ def page_cache(ctx: Context) -> Finding | None:
     ):
         return None
     d_av, d_free = ctx.d("MemAvailable"), ctx.d("MemFree")
+    d_rss_file = ctx.d("rss_file", "group")
+    mapped = ""
+    if d_rss_file is not None and d_rss_file >= RSS_SHARED_MIN:
+        mapped = (f"; the watched processes' RSS rose {_mb(d_rss_file, False)} through these "
+                  "file pages (RssFile), counted once per process that maps them")
     statement = (
-        f"Page cache: file data cached by the kernel grew {_mb(fc.delta, False)} {_over(ctx)} "
-        f"(free memory {_mb(d_free)}, available memory {_mb(d_av)}); the kernel is using idle "
-        "RAM for files and gives it back on demand, so this is not a leak."
+        f"Page cache: file data cached by the kernel grew {_mb(fc.delta, False)} {_over(ctx)}"
+        f"{_split(ctx, _d_file, processes=False)} (free memory {_mb(d_free)}, available "
+        f"memory {_mb(d_av)})"
+        f"{mapped}; the kernel is using idle RAM for files and gives it back on demand, so "
+        "this is not a leak."
     )
     ev = evidence(ctx, "file_cache", "Cached", "Buffers", "MemFree", "MemAvailable")
+    ev.update(evidence(ctx, "rss_file", source="group"))
     return Finding("page-cache", "info", statement, fc.delta, ctx.window.t_start,
                    ctx.window.t_end, ev, ["system.Cached", "system.Buffers", "system.Shmem",
-                                          "system.MemFree"])
+                                          "system.MemFree", "processes.rss_file"])
+
+
+def _d_shmem(ctx: Context) -> float | None:
+    return ctx.d("Shmem")
 
 
 def shmem(ctx: Context) -> Finding | None:
-    """Shmem (tmpfs, shared memory segments, memfd) up: not reclaimable, not in any RSS."""
+    """Shmem (tmpfs, shared memory segments, memfd) up: not reclaimable; sized by ΔShmem,
+    however many processes map it (each one's RSS counts it again)."""
     c = ctx.system.get("Shmem")
     if c is None or c.delta is None or c.delta <= 0 or not c.significant(SHMEM_INFO, NOISE_K):
         return None
     sev: Severity = "warning" if c.delta >= SHMEM_WARNING else "info"
-    mapped = ctx.d("pss_shmem", "group")
+    d_rss_shmem, d_pss_shmem = ctx.d("rss_shmem", "group"), ctx.d("pss_shmem", "group")
+    mapped = ""
+    if d_rss_shmem is not None and d_rss_shmem >= RSS_SHARED_MIN:
+        n = ctx.same_count
+        mapped = (
+            f"; the {n} watched process{'es' if n != 1 else ''} map it: their RSS rose "
+            f"{_mb(d_rss_shmem, False)} through these pages (RssShmem, counted once per "
+            f"process), their PSS of it {_mb(d_pss_shmem)}"
+        )
+    elif d_pss_shmem is not None:
+        mapped = f"; mapped by the watched processes: PSS {_mb(d_pss_shmem)}"
     statement = (
         f"Shared memory: Shmem (tmpfs files, shared memory segments, memfd) grew "
-        f"{_mb(c.delta, False)} {_over(ctx)} (available memory {_mb(ctx.d('MemAvailable'))}; "
-        f"mapped by the watched processes: {_mb(mapped)}); it is not reclaimable until the "
-        "files or segments are removed."
+        f"{_mb(c.delta, False)} {_over(ctx)}{_split(ctx, _d_shmem, False)} (available memory "
+        f"{_mb(ctx.d('MemAvailable'))}){mapped}; it is not reclaimable until the files or "
+        "segments are removed."
     )
     ev = evidence(ctx, "Shmem", "Cached", "MemAvailable")
-    ev.update(evidence(ctx, "pss_shmem", source="group"))
-    explained = c.delta - max(mapped or 0.0, 0.0)
-    return Finding("shmem", sev, statement, explained, ctx.window.t_start, ctx.window.t_end,
-                   ev, ["system.Shmem", "processes.pss_shmem"])
+    ev.update(evidence(ctx, "pss_shmem", "rss_shmem", source="group"))
+    return Finding("shmem", sev, statement, c.delta, ctx.window.t_start, ctx.window.t_end,
+                   ev, ["system.Shmem", "processes.rss_shmem", "processes.pss_shmem"])
 
 
 def kernel_slab(ctx: Context) -> Finding | None:
@@ -399,17 +517,16 @@ def huge_pages(ctx: Context) -> Finding | None:
 
 
 def other_anon(ctx: Context) -> float | None:
-    """ΔAnonPages not accounted for by the watched processes' (or the load generator's)
-    anonymous PSS."""
+    """ΔAnonPages not accounted for by the watched processes' anonymous PSS (every one with
+    figures at each end: the same ones, plus what appeared, minus what exited) or the load
+    generator's."""
     d_anon = ctx.d("AnonPages")
     if d_anon is None:
         return None
-    watched = ctx.d("pss_anon", "group")
+    watched = ctx.total_delta("pss_anon")
     if watched is None:
-        watched = ctx.d("pss", "group") or 0.0
-    lg = ctx.loadgen.get("pss_anon")
-    lg_d = lg.delta if lg is not None and lg.delta is not None else 0.0
-    return d_anon - watched - lg_d
+        watched = ctx.total_delta("pss") or 0.0
+    return d_anon - watched - (ctx.d("pss_anon", "loadgen") or 0.0)
 
 
 def other_processes(ctx: Context) -> Finding | None:
@@ -421,17 +538,16 @@ def other_processes(ctx: Context) -> Finding | None:
     floor = max(OTHER_MIN, OTHER_SHARE * abs(anon.delta), NOISE_K * anon.noise)
     if abs(x) < floor:
         return None
-    watched = ctx.d("pss_anon", "group")
+    watched = ctx.total_delta("pss_anon")
     if x > 0:
         sev: Severity = "info"
         if ctx.mem_total and x >= OTHER_WARNING_MEMTOTAL * ctx.mem_total:
             sev = "warning"
         statement = (
-            f"Other processes: anonymous memory outside the watched processes grew {_mb(x, False)} "
-            f"{_over(ctx)} (AnonPages {_mb(anon.delta)}, watched processes' anonymous PSS "
-            f"{_mb(watched)}); this was not the watched service."
+            f"Other processes: anonymous memory outside the watched processes grew "
+            f"{_mb(x, False)} {_over(ctx)} (AnonPages {_mb(anon.delta)}, watched processes' "
+            f"anonymous PSS {_mb(watched)}); this was not the watched service."
         )
-        explained: float | None = x
     else:
         sev = "info"
         statement = (
@@ -439,13 +555,11 @@ def other_processes(ctx: Context) -> Finding | None:
             f"of anonymous memory {_over(ctx)}, which hides part of any drain in "
             "system-wide figures."
         )
-        explained = x
     ev = evidence(ctx, "AnonPages", "used")
     ev.update(evidence(ctx, "pss_anon", source="group"))
     ev["other_anon_delta_bytes"] = x
-    lg = ctx.loadgen.get("pss_anon")
-    ev["loadgen.pss_anon.delta_bytes"] = None if lg is None else lg.delta
-    return Finding("other-processes", sev, statement, explained, ctx.window.t_start,
+    ev["loadgen.pss_anon.delta_bytes"] = ctx.d("pss_anon", "loadgen")
+    return Finding("other-processes", sev, statement, x, ctx.window.t_start,
                    ctx.window.t_end, ev, ["system.AnonPages", "processes.pss_anon"])
 
 
@@ -460,15 +574,14 @@ def recorder_footprint(ctx: Context) -> Finding | None:
         stall or 0
     ) >= RECORDER_STALL_INFO_MS:
         sev = "info"
-    stall_txt = "n/a" if stall is None else f"{stall:.1f} ms"
-    cpu_txt = "n/a" if cpu is None else f"{100 * cpu:.2f}%"
+    stall_txt = format_figure("recorder.smaps_max_stall_ms", stall)
+    cpu_txt = format_figure("recorder.cpu_fraction", cpu)
     statement = (
         f"Recorder: it used {cpu_txt} of one CPU core and {_mb(rss, False)} RSS, and its "
         f"longest smaps_rollup read stalled a watched process {stall_txt}; it is excluded from "
         "the watched figures."
     )
-    return Finding("recorder-footprint", sev, statement, None, None, None,
-                   {k: v for k, v in r.items()},
+    return Finding("recorder-footprint", sev, statement, None, None, None, dict(r.items()),
                    ["recorder.cpu_user", "recorder.cpu_system", "recorder.rss",
                     "recorder.smaps_max_us"])
 

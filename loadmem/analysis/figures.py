@@ -1,15 +1,18 @@
-"""The catalogue of figures a gate or a comparison may name.
+"""The figure catalogue: the contract between the analysis and everything that prints a figure.
 
 Every key figure the analyzer publishes (``Analysis.figures``, see ``docs/analysis.md``) is
-listed here once, with what gates and comparisons need to know about it: its unit (which
-decides how a budget is parsed and how a value is printed), which direction is "better",
-its scope (the watched processes, the whole machine, the load, the recorder) and friendly
-aliases. A few figures are derived here from the analyzer's own (growth as a percentage,
-the shared fraction of RSS): they are pure arithmetic on published figures, never a second
-analysis.
+listed here once, with its unit (which decides how a budget is parsed and how a value is
+printed), its direction of "better" (what a fix produces; ``neutral`` when neither way is
+better, e.g. what is still shared, which a fix raises), its scope (the watched processes,
+the whole machine, the load, the recorder), friendly aliases (the old ``observe.*`` names
+among them) and **the one formatter** every output uses (``format_figure``: text, Markdown,
+HTML, JSON text, gates, comparisons). A few figures are derived here from the analyzer's own
+(growth as a percentage, the shared fraction of RSS): pure arithmetic on published figures,
+never a second analysis.
 
-Declaring the catalogue once keeps the config loader, the evaluator, the comparison and the
-docs from drifting apart: an unknown metric is an error everywhere, not a silent no-op.
+Declaring the catalogue once keeps the config loader, the evaluator, the comparison, the
+reporters and the docs from drifting apart: an unknown metric is an error everywhere, not a
+silent no-op, and a figure printed in two outputs reads the same.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ Scope = Literal["watched", "system", "load", "recorder", "window"]
 
 @dataclass(frozen=True)
 class Metric:
-    """One gateable figure. ``name`` is the analyzer's dotted figure name."""
+    """One published figure. ``name`` is the analyzer's dotted figure name."""
 
     name: str
     unit: Unit
@@ -38,12 +41,20 @@ class Metric:
     aliases: tuple[str, ...] = ()
     signed: bool = False  # a delta: print with its sign
     derived: bool = False  # computed here from other figures
+    plain: bool = False  # a ratio printed as a number (0.33), not a percentage
 
     def format(self, value: float | None) -> str:
-        return format_value(self.unit, value, signed=self.signed)
+        """The one way this figure is printed, in every output (text, Markdown, HTML, JSON
+        text fields, gates, comparisons)."""
+        return format_value(self.unit, value, signed=self.signed, plain=self.plain)
+
+    def format_change(self, value: float | None) -> str:
+        """A change of this figure (always signed), e.g. in a comparison."""
+        return format_value(self.unit, value, signed=True, plain=self.plain)
 
 
-def format_value(unit: str, value: float | None, signed: bool = False) -> str:
+def format_value(unit: str, value: float | None, signed: bool = False,
+                 plain: bool = False) -> str:
     """Print a figure in the unit people read it in (MB, %, ms, requests/s)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -57,6 +68,8 @@ def format_value(unit: str, value: float | None, signed: bool = False) -> str:
         if abs(value) >= 1000:
             return f"{value / 1000:+.2f} s" if signed else f"{value / 1000:.2f} s"
         return f"{value:+.1f} ms" if signed else f"{value:.1f} ms"
+    if unit == "ratio" and plain:
+        return f"{value:+.2f}" if signed else f"{value:.2f}"
     if unit == "ratio":
         return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
     if unit == "rps":
@@ -67,62 +80,98 @@ def format_value(unit: str, value: float | None, signed: bool = False) -> str:
 
 
 def _m(name: str, unit: Unit, better: Better, scope: Scope, description: str,
-       *aliases: str, signed: bool = False, derived: bool = False) -> Metric:
-    return Metric(name, unit, better, scope, description, tuple(aliases), signed, derived)
+       *aliases: str, signed: bool = False, derived: bool = False,
+       plain: bool = False) -> Metric:
+    return Metric(name, unit, better, scope, description, tuple(aliases), signed, derived, plain)
 
 
 METRICS: tuple[Metric, ...] = (
     _m("window.duration_s", "s", "neutral", "window", "length of the analysed window"),
-    # system-wide, over the window (the observe phase when there is one)
-    _m("observe.used_delta_bytes", "bytes", "lower", "system",
+    # system-wide, over the window (load and observe for a run)
+    _m("window.used_start_bytes", "bytes", "neutral", "system",
+       "system used memory (MemTotal - MemAvailable) when the window opens (before load)"),
+    _m("window.used_end_bytes", "bytes", "neutral", "system",
+       "system used memory at the end of the window"),
+    _m("window.used_delta_bytes", "bytes", "lower", "system",
        "change of system used memory (MemTotal - MemAvailable) over the window",
-       "memory_growth", "used_growth", signed=True),
-    _m("observe.used_rate_bytes_per_s", "bytes_per_s", "lower", "system",
-       "robust slope of system used memory over the window", "drain_rate", signed=True),
-    _m("observe.available_delta_bytes", "bytes", "higher", "system",
-       "change of MemAvailable over the window", signed=True),
-    _m("observe.free_delta_bytes", "bytes", "neutral", "system",
-       "change of MemFree over the window (page cache makes it drop harmlessly)", signed=True),
-    # the watched processes (role target)
-    _m("watched.rss_delta_bytes", "bytes", "lower", "watched",
-       "change of the watched processes' summed RSS over the window", "rss_growth",
+       "observe.used_delta_bytes", "memory_growth", "used_growth", signed=True),
+    _m("window.used_rate_bytes_per_s", "bytes_per_s", "lower", "system",
+       "mean rate of that change (change / window length)",
+       "observe.used_rate_bytes_per_s", "drain_rate", signed=True),
+    _m("window.available_delta_bytes", "bytes", "higher", "system",
+       "change of MemAvailable over the window", "observe.available_delta_bytes",
        signed=True),
+    _m("window.free_delta_bytes", "bytes", "neutral", "system",
+       "change of MemFree over the window (page cache makes it drop harmlessly)",
+       "observe.free_delta_bytes", signed=True),
+    # the watched processes (role target)
+    _m("watched.count", "count", "neutral", "watched", "watched processes at the end"),
+    _m("watched.same_count", "count", "neutral", "watched",
+       "watched processes present at both ends of the window"),
+    _m("watched.rss_start_bytes", "bytes", "neutral", "watched",
+       "summed RSS of the watched processes when the window opens"),
+    _m("watched.rss_end_bytes", "bytes", "lower", "watched",
+       "summed RSS of the watched processes at the end (counts shared pages once per "
+       "process)", "rss"),
+    _m("watched.pss_start_bytes", "bytes", "neutral", "watched",
+       "summed PSS of the watched processes with figures when the window opens"),
+    _m("watched.pss_end_bytes", "bytes", "lower", "watched",
+       "summed PSS of the watched processes with figures at the end", "pss"),
+    _m("watched.rss_delta_bytes", "bytes", "lower", "watched",
+       "change of summed RSS over the window, the same processes at both ends",
+       "rss_growth", signed=True),
     _m("watched.pss_delta_bytes", "bytes", "lower", "watched",
-       "change of the watched processes' summed PSS over the window", "pss_growth",
+       "change of summed PSS, the same processes (with figures) at both ends", "pss_growth",
        signed=True),
     _m("watched.uss_delta_bytes", "bytes", "lower", "watched",
-       "change of the watched processes' summed USS (private clean + dirty)", "uss_growth",
+       "change of summed USS (private clean + dirty), the same processes", "uss_growth",
        signed=True),
-    _m("watched.rss_end_bytes", "bytes", "lower", "watched",
-       "summed RSS of the watched processes at the end", "rss"),
-    _m("watched.pss_end_bytes", "bytes", "lower", "watched",
-       "summed PSS of the watched processes at the end", "pss"),
-    _m("watched.count", "count", "neutral", "watched", "watched processes at the end"),
+    _m("watched.anon_delta_bytes", "bytes", "lower", "watched",
+       "change of summed RssAnon (new anonymous memory), the same processes", signed=True),
+    _m("watched.pss_coverage_end_ratio", "ratio", "higher", "watched",
+       "share of the watched processes with PSS figures at the end"),
+    _m("processes.appeared_count", "count", "neutral", "watched",
+       "watched processes that appeared inside the window"),
+    _m("processes.appeared_rss_bytes", "bytes", "neutral", "watched",
+       "their summed RSS at the end"),
+    _m("processes.appeared_pss_bytes", "bytes", "neutral", "watched",
+       "their summed PSS at the end"),
+    _m("processes.exited_count", "count", "neutral", "watched",
+       "watched processes that exited inside the window"),
+    _m("processes.exited_rss_bytes", "bytes", "neutral", "watched",
+       "their summed RSS when the window opened"),
+    _m("processes.exited_pss_bytes", "bytes", "neutral", "watched",
+       "their summed PSS when the window opened"),
     _m("workers.count", "count", "neutral", "watched", "worker processes at the end"),
     _m("workers.pss_end_bytes", "bytes", "lower", "watched",
        "summed PSS of the workers at the end", "workers_pss"),
     _m("workers.pss_per_worker_end_bytes", "bytes", "lower", "watched",
        "PSS per worker at the end", "pss_per_worker"),
     _m("sharing_ratio.baseline", "ratio", "lower", "watched",
-       "sum PSS / sum RSS before load (lower = more shared)"),
+       "sum PSS / sum RSS before load (lower = more shared)", plain=True),
     _m("sharing_ratio.after_load", "ratio", "lower", "watched",
-       "sum PSS / sum RSS when the load ended"),
+       "sum PSS / sum RSS when the load ended", plain=True),
     _m("sharing_ratio.end", "ratio", "lower", "watched",
-       "sum PSS / sum RSS at the end (1.0 = nothing shared)", "sharing_ratio"),
+       "sum PSS / sum RSS at the end (1.00 = nothing shared)", "sharing_ratio", plain=True),
     _m("cow.unshared_bytes", "bytes", "lower", "watched",
        "memory copied by copy-on-write unsharing over the window", "cow_unshared",
        "cow_drain"),
-    _m("cow.remaining_bytes", "bytes", "lower", "watched",
-       "sum(Rss - Pss) at the end: upper bound of further copy-on-write drain",
+    # what is still shared is what a fix keeps shared: more of it is neither worse nor better
+    _m("cow.remaining_bytes", "bytes", "neutral", "watched",
+       "sum(Rss - Pss) at the end: still shared, could be unshared later (a fix raises it)",
        "cow_remaining"),
     _m("cow.rate_bytes_per_s", "bytes_per_s", "lower", "watched",
-       "copy-on-write unsharing rate", "cow_rate"),
+       "current copy-on-write unsharing rate (last half of the window)", "cow_rate"),
     _m("cow.time_to_exhaust_s", "s", "higher", "watched",
        "time until the remaining shared memory is unshared at the current rate"),
+    _m("growth.bytes", "bytes", "lower", "watched",
+       "what the watched processes hold alone grew by (new anonymous memory, at most their "
+       "USS growth)", "growth", "leak"),
     _m("rss.growth_rate_bytes_per_s", "bytes_per_s", "lower", "watched",
-       "robust slope of the watched processes' summed RSS", "rss_growth_rate", signed=True),
+       "mean rate of the watched processes' summed RSS change (the same processes)",
+       "rss_growth_rate", signed=True),
     _m("page_cache.delta_bytes", "bytes", "neutral", "system",
-       "page cache growth (Cached - Shmem): benign", signed=True),
+       "page cache growth (Cached - Shmem + Buffers): benign", signed=True),
     _m("shmem.delta_bytes", "bytes", "lower", "system", "tmpfs / shared memory growth",
        signed=True),
     _m("slab.delta_bytes", "bytes", "lower", "system", "kernel slab growth", signed=True),
@@ -147,13 +196,13 @@ METRICS: tuple[Metric, ...] = (
     _m("recorder.rss_bytes", "bytes", "lower", "recorder", "recorder RSS"),
     _m("recorder.smaps_max_stall_ms", "ms", "lower", "recorder",
        "longest single smaps_rollup read (the stall it imposed on a target)"),
-    # derived here from the figures above
     _m("watched.pss_growth_ratio", "ratio", "lower", "watched",
-       "watched PSS growth over the window / watched PSS at the window start",
-       "pss_growth_pct", "memory_growth_pct", signed=True, derived=True),
+       "the same processes' PSS change over the window / their PSS when it opened",
+       "pss_growth_pct", "memory_growth_pct", signed=True),
     _m("watched.rss_growth_ratio", "ratio", "lower", "watched",
-       "watched RSS growth over the window / watched RSS at the window start",
-       "rss_growth_pct", signed=True, derived=True),
+       "the same processes' RSS change over the window / their RSS when it opened",
+       "rss_growth_pct", signed=True),
+    # derived here from the figures above
     _m("shared_fraction.end", "ratio", "higher", "watched",
        "1 - sharing_ratio.end: the part of the watched RSS that is still shared",
        "shared_fraction", "sharing", derived=True),
@@ -162,17 +211,19 @@ METRICS: tuple[Metric, ...] = (
 PHASES = ("baseline", "load", "observe")
 GROUPS = ("master", "worker")
 
+_PHASE_KINDS: tuple[tuple[str, str, Better, Scope], ...] = (
+    ("used", "system used memory", "lower", "system"),
+    ("rss", "the watched processes' summed RSS", "lower", "watched"),
+    ("pss", "the watched processes' summed PSS", "lower", "watched"),
+)
+
 #: Per phase and per group figures, from ``Analysis.phases`` / ``Analysis.processes``.
 BREAKDOWN: tuple[Metric, ...] = (
     *(
         _m(f"phase.{p}.{kind}_delta_bytes", "bytes", better, scope,
            f"change of {what} during the {p} phase", signed=True, derived=True)
         for p in PHASES
-        for kind, what, better, scope in (
-            ("used", "system used memory", "lower", "system"),
-            ("rss", "the watched processes' summed RSS", "lower", "watched"),
-            ("pss", "the watched processes' summed PSS", "lower", "watched"),
-        )
+        for kind, what, better, scope in _PHASE_KINDS
     ),
     *(
         _m(f"group.{g}.{kind}_end_bytes", "bytes", "lower", "watched",
@@ -222,28 +273,38 @@ def lookup(name: str) -> Metric | None:
     return BY_NAME.get(key) or _ALIASES.get(key.lower()) or BY_NAME.get(key.lower())
 
 
-def _ratio(delta: float | None, end: float | None) -> float | None:
-    if delta is None or end is None:
-        return None
-    start = end - delta
-    if start <= 0:
+def format_figure(name: str, value: float | None) -> str:
+    """A published figure as every output prints it (its catalogue entry's formatter).
+    Raises ``KeyError`` for a name the catalogue does not know: every published figure must
+    be catalogued."""
+    metric = lookup(name)
+    if metric is None:
+        raise KeyError(f"figure {name!r} is not in the catalogue (loadmem/analysis/figures.py)")
+    return metric.format(value)
+
+
+def _ratio(delta: float | None, start: float | None) -> float | None:
+    if delta is None or start is None or start <= 0:
         return None
     return delta / start
 
 
 def with_derived(figures: Mapping[str, float | None]) -> dict[str, float | None]:
-    """The analyzer's figures plus the ones derived here (None when an input is missing)."""
+    """The analyzer's figures plus the ones derived here (None when an input is missing).
+    Figures given under an alias (an older analysis' ``observe.*`` names) are also given
+    under their catalogue name."""
     out: dict[str, float | None] = {
         k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in figures.items()
     }
-    out.setdefault(
-        "watched.pss_growth_ratio",
-        _ratio(out.get("watched.pss_delta_bytes"), out.get("watched.pss_end_bytes")),
-    )
-    out.setdefault(
-        "watched.rss_growth_ratio",
-        _ratio(out.get("watched.rss_delta_bytes"), out.get("watched.rss_end_bytes")),
-    )
+    for k in list(out):
+        m = lookup(k)
+        if m is not None and m.name != k:
+            out.setdefault(m.name, out[k])
+    for kind in ("pss", "rss"):
+        out.setdefault(
+            f"watched.{kind}_growth_ratio",
+            _ratio(out.get(f"watched.{kind}_delta_bytes"), out.get(f"watched.{kind}_start_bytes")),
+        )
     sr = out.get("sharing_ratio.end")
     out.setdefault("shared_fraction.end", None if sr is None else 1.0 - sr)
     return out

@@ -1,7 +1,8 @@
 """Summary tables for the reporters: per phase, per process, the recorder's own cost.
 
-Built once by ``analyze`` from the series and the small per-process tables, so reporters
-never recompute anything.
+Built once by ``analyze`` from the series layer and the measured windows, so reporters never
+recompute anything. Phase rows use the same levels (medians of the edge samples) and the same
+like-with-like sums as the verdict's window.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from loadmem.analysis import detectors as det
 from loadmem.analysis import traffic
-from loadmem.analysis.series import ProcessData, SystemSeries, index_range
-from loadmem.analysis.window import Windows
+from loadmem.analysis.context import Context
+from loadmem.analysis.series import RecordingSeries, process_value
 from loadmem.recording.reader import Recording
 
 
@@ -26,60 +27,21 @@ def at(arr: np.ndarray | None, i: int | None) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def groups(p: ProcessData) -> dict[int, str]:
-    """identity key -> master | worker | process (depth 0 with descendants = master)."""
-    f = p.first
-    if f.num_rows == 0:
-        return {}
-    keys = f.column("key").to_pylist()
-    pids = f.column("pid").to_pylist()
-    ppids = f.column("ppid").to_pylist()
-    depth = f.column("depth").to_pylist()
-    roles = f.column("role").to_pylist()
-    watched_pids = {pid for pid, r in zip(pids, roles, strict=True) if r != "loadgen"}
-    parents = {pp for pp, r in zip(ppids, roles, strict=True) if r != "loadgen"}
-    out = {}
-    for k, pid, pp, d, r in zip(keys, pids, ppids, depth, roles, strict=True):
-        if r == "loadgen":
-            out[k] = "process"
-        elif (d == 0 or d is None) and pid in parents:
-            out[k] = "master"
-        elif (d is not None and d >= 1) or (d is None and pp in watched_pids):
-            out[k] = "worker"
-        else:
-            out[k] = "process"
-    return out
-
-
-def proc_changes(p: ProcessData, groups: dict[int, str]) -> list[det.ProcChange]:
-    if p.win_first.num_rows == 0:
-        return []
-    first = {r["key"]: r for r in p.win_first.to_pylist()}
-    out = []
-    for r in p.win_last.to_pylist():
-        a = first.get(r["key"])
-        if a is None:
-            continue
-        out.append(
-            det.ProcChange(
-                pid=r["pid"], name=r["name"] or "?", group=groups.get(r["key"], "process"),
-                role=r["role"] or "target", rss_start=a["rss"], rss_end=r["rss"],
-                pss_start=a["pss"], pss_end=r["pss"], smaps_rss_start=a["smaps_rss"],
-                smaps_rss_end=r["smaps_rss"], t_start=a["t"], t_end=r["t"],
-            )
-        )
-    return out
-
-
 def recorder_figures(rec: Recording) -> dict[str, float | None]:
-    tb = rec.table("recorder", ["t", "cpu_user", "cpu_system", "rss", "smaps_max_us"])
+    """The recorder's own cost: CPU per second of recording (its threads and, where
+    recorded, its compaction children), peak RSS, longest smaps_rollup read."""
+    tb = rec.table("recorder", ["t", "cpu_user", "cpu_system", "cpu_children", "rss",
+                                "smaps_max_us"])
     out: dict[str, float | None] = {"cpu_fraction": None, "rss_bytes": None,
                                     "smaps_max_stall_ms": None}
     if tb.num_rows == 0:
         return out
     t = tb.column("t").to_numpy()
-    cpu = (pc.fill_null(tb.column("cpu_user"), np.nan).to_numpy(zero_copy_only=False)
-           + pc.fill_null(tb.column("cpu_system"), np.nan).to_numpy(zero_copy_only=False))
+    def col(name: str, fill: float) -> np.ndarray:
+        c = pc.cast(tb.column(name), pa.float64())
+        return np.asarray(pc.fill_null(c, fill).to_numpy(zero_copy_only=False), dtype=float)
+
+    cpu = col("cpu_user", np.nan) + col("cpu_system", np.nan) + col("cpu_children", 0.0)
     ok = np.isfinite(cpu)
     if ok.sum() >= 2 and t[ok][-1] > t[ok][0]:
         out["cpu_fraction"] = float((cpu[ok][-1] - cpu[ok][0]) / (t[ok][-1] - t[ok][0]))
@@ -90,79 +52,71 @@ def recorder_figures(rec: Recording) -> dict[str, float | None]:
     return out
 
 
-def phase_rows(
-    wins: Windows, system: SystemSeries, p: ProcessData, tr: traffic.Traffic
-) -> list[dict[str, Any]]:
-    used = system.get("used")
-    rows = []
-    for w in wins.phases:
-        sl = index_range(system, w.t_start, w.t_end)
-        i0, i1 = sl.start, max(sl.stop - 1, sl.start)
-        s = traffic.summarize(tr, w.t_start, w.t_end)
-        rows.append({
-            "name": w.name,
-            "start_s": w.t_start,
-            "end_s": w.t_end,
-            "duration_s": w.duration,
-            "requests": s["requests"],
-            "failures": s["failures"],
-            "rps": s["rps"],
-            "p95_ms": s["p95_ms"],
-            "used_start_bytes": at(used, i0),
-            "used_end_bytes": at(used, i1),
-            "rss_start_bytes": at(p.sums.get("rss"), i0),
-            "rss_end_bytes": at(p.sums.get("rss"), i1),
-            "pss_start_bytes": at(p.sums.get("pss"), i0),
-            "pss_end_bytes": at(p.sums.get("pss"), i1),
-        })
-    return rows
+def _level(ctx: Context, name: str, source: str, end: bool) -> float | None:
+    c = ctx._changes(source).get(name)
+    if c is None:
+        return None
+    return c.end if end else c.start
+
+
+def phase_row(ctx: Context, tr: traffic.Traffic) -> dict[str, Any]:
+    """One phase: its length, requests, and used / RSS / PSS at its ends (RSS and PSS of the
+    processes present at both ends of the phase)."""
+    w = ctx.window
+    s = traffic.summarize(tr, w.t_start, w.t_end)
+    row: dict[str, Any] = {
+        "name": w.name, "start_s": w.t_start, "end_s": w.t_end, "duration_s": w.duration,
+        "requests": s["requests"], "failures": s["failures"], "rps": s["rps"],
+        "p95_ms": s["p95_ms"],
+    }
+    for kind, source in (("used", "system"), ("rss", "group"), ("pss", "group")):
+        row[f"{kind}_start_bytes"] = _level(ctx, kind, source, end=False)
+        row[f"{kind}_end_bytes"] = _level(ctx, kind, source, end=True)
+    row["processes_throughout"] = ctx.same_count
+    row["appeared"] = len([p for p in ctx.appeared if not p.exited])
+    row["exited"] = len([p for p in ctx.exited if not p.appeared])
+    return row
 
 
 _SNAP_VALUES = ("rss", "pss", "uss", "private_dirty", "shared")
 
 
 def process_rows(
-    p: ProcessData, groups: dict[int, str], checkpoints: dict[str, int | None]
+    series: RecordingSeries, checkpoints: dict[str, int | None], t_end: float
 ) -> list[dict[str, Any]]:
+    """One row per process identity seen (watched and load generator; never the recorder):
+    its figures at the end of the baseline, at the end of the load and at the end of the
+    window; a process gone by then has its figures when last seen."""
+    p = series.processes
     snaps: dict[tuple[int, int], dict[str, Any]] = {}
     for r in p.snapshots.to_pylist():
         snaps[(r["key"], r["tick"])] = r
-    last_in_window = {r["key"]: r for r in p.win_last.to_pylist()}
+    last = {r["key"]: r for r in p.last.to_pylist()}
     rows = []
     for r in p.first.to_pylist():
         k = r["key"]
+        seen_last = last.get(k, r)
         row: dict[str, Any] = {
             "pid": r["pid"], "start_time": r["start_time"], "name": r["name"],
-            "group": groups.get(k, "process"), "role": r["role"] or "target",
+            "group": p.groups.get(k, "process"), "role": r["role"] or "target",
             "depth": r["depth"], "ppid": r["ppid"], "first_s": r["t"],
+            "last_s": seen_last["t"],
         }
         for label, tick in checkpoints.items():
             s = snaps.get((k, tick)) if tick is not None else None
-            if s is None and label == "end":
-                s = last_in_window.get(k)
+            if s is None and label == "end" and r["t"] <= t_end:
+                s = seen_last if seen_last["t"] <= t_end else None
             for v in _SNAP_VALUES:
-                if s is None:
-                    val = None
-                elif v == "uss":
-                    pc_, pd_ = s.get("private_clean"), s.get("private_dirty")
-                    val = None if pc_ is None and pd_ is None else (pc_ or 0) + (pd_ or 0)
-                elif v == "shared":
-                    sc, sd = s.get("shared_clean"), s.get("shared_dirty")
-                    val = None if sc is None and sd is None else (sc or 0) + (sd or 0)
-                else:
-                    val = s.get(v)
-                row[f"{v}_{label}_bytes"] = val
+                row[f"{v}_{label}_bytes"] = None if s is None else process_value(s, v)
         rows.append(row)
-    last = {r["key"]: r["t"] for r in p.last.to_pylist()}
-    for row, r in zip(rows, p.first.to_pylist(), strict=True):
-        row["last_s"] = last.get(r["key"])
     return rows
 
 
-def workers_at(p: ProcessData, groups: dict[int, str], tick: int) -> list[dict[str, Any]]:
-    """Worker rows present at ``tick`` with a PSS figure."""
+def workers_at(series: RecordingSeries, tick: int) -> list[dict[str, Any]]:
+    """Worker rows present at ``tick`` (a checkpoint) with a PSS figure."""
+    p = series.processes
     return [
         r for r in p.snapshots.to_pylist()
-        if r["tick"] == tick and groups.get(r["key"]) == "worker" and r["role"] != "loadgen"
+        if r["tick"] == tick and p.groups.get(r["key"]) == "worker" and r["role"] != "loadgen"
         and r["pss"] is not None
     ]

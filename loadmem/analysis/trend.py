@@ -3,7 +3,8 @@
 System-wide memory figures are noisy (other processes, the page cache, per-CPU free lists),
 so a verdict never rests on "last sample minus first sample". Instead:
 
-- the *level* at either end of a window is the median of its first / last few samples;
+- the *level* when a window opens is the median of the few samples up to its first one (the
+  state before it), the level at its end the median of its last few samples;
 - the *rate* is the Theil–Sen slope (median of pairwise slopes), which ignores up to ~29% of
   outlying samples; long series are subsampled evenly to at most ``MAX_POINTS`` points first,
   so memory stays O(n) and time bounded whatever the recording length;
@@ -15,7 +16,6 @@ so a verdict never rests on "last sample minus first sample". Instead:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -72,14 +72,29 @@ def edge_count(n: int) -> int:
     return int(min(10, max(1, n // 10)))
 
 
-@dataclass(frozen=True)
 class Change:
-    """How one series moved over a window."""
+    """How one series moved over a window: levels at both ends, delta, noise; the
+    Theil–Sen rate is worked out when first asked for (most series never need it)."""
 
-    start: float | None  # level at the start (median of the first few samples)
-    end: float | None  # level at the end (median of the last few samples)
-    rate: float | None  # Theil–Sen slope, units per second
-    noise: float  # robust sigma of one sample
+    __slots__ = ("_rate", "_t", "_y", "end", "noise", "start")
+
+    def __init__(self, start: float | None, end: float | None, rate: float | None = None,
+                 noise: float = 0.0, t: np.ndarray | None = None,
+                 y: np.ndarray | None = None) -> None:
+        self.start = start  # level at the start (median of the first few samples)
+        self.end = end  # level at the end (median of the last few samples)
+        self.noise = noise  # robust sigma of one sample
+        self._rate = rate
+        self._t, self._y = t, y
+
+    @property
+    def rate(self) -> float | None:
+        """Theil–Sen slope, units per second (a trend; the mean rate of the change is
+        ``delta / duration``)."""
+        if self._rate is None and self._t is not None and self._y is not None:
+            self._rate = theil_sen(self._t, self._y)
+            self._t = self._y = None
+        return self._rate
 
     @property
     def delta(self) -> float | None:
@@ -92,16 +107,50 @@ class Change:
         d = self.delta
         return d is not None and abs(d) >= max(floor, k * self.noise)
 
+    def __repr__(self) -> str:
+        return f"Change(start={self.start}, end={self.end}, noise={self.noise})"
 
-def change(t: np.ndarray, y: np.ndarray, noise: float | None = None) -> Change:
-    """Levels at both ends, Theil–Sen rate and noise of ``y`` over the samples given."""
-    t, y = _clean(np.asarray(t, dtype=float), np.asarray(y, dtype=float))
-    if len(y) == 0:
+
+def lead(sl: slice, k: int | None = None) -> int:
+    """Index of the first sample of the start level of the window ``sl``: the level when a
+    window opens is made of the ``edge_count`` samples up to and including its first one
+    (the state before it, e.g. just before the load), never of samples inside it."""
+    return max(sl.start - (k or edge_count(sl.stop - sl.start)) + 1, 0)
+
+
+def _median(y: np.ndarray) -> float | None:
+    y = y[np.isfinite(y)]
+    return float(np.median(y)) if len(y) else None
+
+
+def levels(y: np.ndarray, sl: slice, offset: int = 0,
+           k: int | None = None) -> tuple[float | None, float | None]:
+    """The level of ``y`` when the window ``sl`` (system sample indices) opens and at its end:
+    the median of the ``edge_count`` samples up to and including its first sample (the first
+    ones of the recording when it opens with them), and of its last ``edge_count`` samples
+    (missing samples left out). ``y`` holds the samples from index
+    ``offset`` on. The one definition of "at the start" and "at the end" every output uses
+    (analysis, run summary, ``loadmem ls``, plot, report). ``k``: the number of edge samples
+    (the phases of a window use the window's own, so their changes add up to its change)."""
+    n = sl.stop - sl.start
+    if n <= 0:
+        return None, None
+    k = k or edge_count(n)
+    a = lead(sl, k)  # the k samples up to the first one (the first k of the recording)
+    y = np.asarray(y, dtype=float)
+    start = _median(y[max(a - offset, 0):a + k - offset])
+    end = _median(y[max(sl.stop - offset - k, 0):sl.stop - offset])
+    return start, end
+
+
+def change(t: np.ndarray, y: np.ndarray, sl: slice, noise: float | None = None,
+           offset: int = 0, k: int | None = None) -> Change:
+    """Levels at both ends (``levels``), Theil–Sen rate (on demand, over the window's own
+    samples) and noise (the window's own when not given) of ``y`` over the window ``sl``.
+    ``t`` is indexed like the system samples; ``y`` holds the samples from ``offset`` on."""
+    yw = np.asarray(y[sl.start - offset:sl.stop - offset], dtype=float)
+    tw, yw = _clean(np.asarray(t[sl], dtype=float), yw)
+    if len(yw) == 0:
         return Change(None, None, None, noise or 0.0)
-    k = edge_count(len(y))
-    return Change(
-        start=float(np.median(y[:k])),
-        end=float(np.median(y[-k:])),
-        rate=theil_sen(t, y),
-        noise=noise_sigma(y) if noise is None else noise,
-    )
+    start, end = levels(y, sl, offset, k)
+    return Change(start, end, None, noise_sigma(yw) if noise is None else noise, t=tw, y=yw)

@@ -1,9 +1,12 @@
 """Which stretch of a recording a verdict is about.
 
 - ``loadmem run`` recordings have phases (baseline, load, observe): the verdict is about the
-  observe phase (after load), the noise floor comes from the baseline phase.
+  load and observe phases together (``load+observe``: from just before the load to the end),
+  each of them judged and named in the findings (a leak during load, a drain after it); the
+  noise floor comes from the baseline phase.
 - ``--window START:END`` gives durations from the recording start (``30s:5m``, ``:10m``,
-  ``2m:``), parsed by ``loadmem.units.parse_duration``; ``--window NAME`` picks a phase.
+  ``2m:``), parsed by ``loadmem.units.parse_duration``; ``--window NAME`` picks a phase
+  (``baseline``, ``load``, ``observe``, ``load+observe``) or ``whole``.
 - Otherwise the whole recording.
 """
 
@@ -15,8 +18,10 @@ from loadmem.analysis.model import Window
 from loadmem.errors import LoadmemError
 from loadmem.units import format_duration, parse_duration
 
-#: Phase the verdict is about when the recording has phases and no --window is given.
-DEFAULT_PHASE = "observe"
+#: The default window of a recording with a load phase: the load and what follows it.
+RUN_WINDOW = "load+observe"
+#: Phases a verdict window is split into (the baseline is the reference, not a part).
+PART_PHASES = ("load", "observe")
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,15 @@ class Windows:
     load: Window | None  # "after load" figures and request statistics
     phases: tuple[Window, ...]  # every phase, in order
     notes: tuple[str, ...] = ()
+    #: the phases the main window is split into, each judged and named (load, observe)
+    parts: tuple[Window, ...] = ()
+
+    def all(self) -> list[Window]:
+        """The main window, the phases and the parts, each once (by name)."""
+        out: dict[str, Window] = {self.main.name: self.main}
+        for w in (*self.phases, *self.parts):
+            out.setdefault(w.name, w)
+        return list(out.values())
 
 
 def phase_windows(
@@ -78,6 +92,10 @@ def resolve(
     """Pick the verdict window (``spec`` first, then the observe phase, then everything)."""
     wins, notes = phase_windows(phases, t_first, t_last)
     by_name = {w.name: w for w in wins}
+    if "load" in by_name:  # from just before the load to the end of what follows it
+        after = [w for w in wins if w.t_start >= by_name["load"].t_start]
+        by_name[RUN_WINDOW] = Window(RUN_WINDOW, by_name["load"].t_start,
+                                     max(w.t_end for w in after))
     baseline = by_name.get("baseline")
     load = by_name.get("load")
     if spec is not None and spec.strip():
@@ -94,12 +112,19 @@ def resolve(
                 f"unknown window {spec!r} (phases: {known})",
                 "give a phase name or START:END durations from the start, e.g. 30s:5m",
             )
-    elif DEFAULT_PHASE in by_name:
-        main = by_name[DEFAULT_PHASE]
+    elif RUN_WINDOW in by_name:
+        main = by_name[RUN_WINDOW]
+    elif "observe" in by_name:
+        main = by_name["observe"]
     else:
         main = Window("whole", t_first, t_last)
         if wins:
-            notes.append("no observe phase: the whole recording was analysed")
+            notes.append("no load or observe phase: the whole recording was analysed")
     if baseline is not None and baseline == main:
         baseline = None
-    return Windows(main=main, baseline=baseline, load=load, phases=tuple(wins), notes=tuple(notes))
+    parts = tuple(w for w in wins if w.name in PART_PHASES
+                  and w.t_start >= main.t_start - 1e-6 and w.t_end <= main.t_end + 1e-6)
+    if len(parts) < 2:
+        parts = ()
+    return Windows(main=main, baseline=baseline, load=load, phases=tuple(wins),
+                   notes=tuple(notes), parts=parts)

@@ -6,7 +6,7 @@ Budgets come from --config, else the nearest loadmem.toml ([gates]) or pyproject
 min, and a budget in the metric's unit:
 
   [gates]
-  memory_growth = { max = "200M" }                       # observe.used_delta_bytes
+  memory_growth = { max = "200M" }                       # window.used_delta_bytes
   worker_pss    = { metric = "workers.pss_per_worker_end_bytes", max = "150M" }
   sharing       = { metric = "shared_fraction.end", min = "40%" }
   p95           = { metric = "latency.p95_ms", max = "250ms" }

@@ -2,8 +2,10 @@
 
 Cheap by design: reads meta.json, the system table's memory columns and the small
 requests table; it never runs the full analysis (use `loadmem analyze REC` for the
-verdict). "used Δ" is the change of system used memory (MemTotal - MemAvailable) from the
-first to the last sample. A directory that is itself a recording lists just that one.
+verdict). "used Δ" is the change of system used memory (MemTotal - MemAvailable) over the
+window `loadmem analyze` judges (for a `loadmem run` recording: from just before the load to
+the end; else the whole recording): the same figure as the analysis' window.used_delta_bytes.
+A directory that is itself a recording lists just that one.
 
 examples:
   loadmem ls                    # ./recordings
@@ -17,9 +19,10 @@ import json
 import sys
 from pathlib import Path
 
+from loadmem.analysis.figures import format_figure
 from loadmem.presentation.escape import terminal
 from loadmem.recording.catalog import list_recordings
-from loadmem.units import format_bytes, format_duration
+from loadmem.units import format_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             (e.started or "-").replace("T", " ").rstrip("Z"),
             e.target,
             format_duration(e.duration_s),
-            format_bytes(e.used_delta_bytes, signed=True),
+            format_figure("window.used_delta_bytes", e.used_delta_bytes),
             "-" if e.requests is None else str(e.requests),
             "-" if e.failures is None else str(e.failures),
             e.status + (f" ({e.problem})" if e.problem else ""),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from loadmem.analysis.model import Analysis
+from loadmem.analysis.analyze import Result
 from loadmem.errors import LoadmemError
 from loadmem.presentation.escape import terminal
 from loadmem.recording.reader import Recording, open_recording
@@ -45,12 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", metavar="START:END|PHASE", help=WINDOW_HELP)
 
 
-def analysed(path: str, window: str | None) -> tuple[Recording, Analysis]:
-    """Open the recording once and analyse it; the figure and the report share both."""
-    from loadmem.analysis import analyze
+def analysed(path: str, window: str | None) -> tuple[Recording, Result]:
+    """Open the recording once and analyse it; the figure and the report share the recording,
+    the analysis and its series (one pass over the processes table)."""
+    from loadmem.analysis.analyze import analyze_with_series
 
     rec = open_recording(path)
-    return rec, analyze(rec, window=window)
+    return rec, analyze_with_series(rec, window=window)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
             f"{args.output.suffix or '(none)'}",
             "give a file name ending in .png, .svg or .pdf",
         )
-    rec, analysis = analysed(args.recording, args.window)
+    rec, result = analysed(args.recording, args.window)
+    analysis = result.analysis
     out = args.output or rec.path / "plot.png"
-    save_plot(rec, analysis, out, window=analysis.window if args.window else None)
+    save_plot(rec, analysis, out, window=analysis.window if args.window else None,
+              series=result.series)
     print(f"wrote {terminal(out)}")
     print(f"next: loadmem report {terminal(rec.path)}   "
           "(one HTML file: verdict, findings, figure, tables)")

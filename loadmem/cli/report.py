@@ -36,9 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from loadmem.presentation.html import write_report
 
-    rec, analysis = analysed(args.recording, args.window)
+    rec, result = analysed(args.recording, args.window)
+    analysis = result.analysis
     out = args.output or rec.path / "report.html"
-    write_report(rec, analysis, out, window=analysis.window if args.window else None)
+    write_report(rec, analysis, out, window=analysis.window if args.window else None,
+                 series=result.series)
     print(f"wrote {terminal(out)}  [{analysis.severity.upper()}] {terminal(analysis.headline)}")
     print(f"next: open {terminal(out)} in a browser, or keep it as a CI artifact")
     return 0

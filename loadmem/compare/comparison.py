@@ -33,10 +33,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from loadmem.analysis.figures import METRICS, Metric, analysis_figures, format_value
+from loadmem.analysis.analyze import analyze_with_series
+from loadmem.analysis.figures import (
+    BY_NAME,
+    METRICS,
+    Metric,
+    analysis_figures,
+    format_value,
+    lookup,
+)
 from loadmem.compare.noise import RecordingNoise, recording_noise
 from loadmem.errors import EXIT_FINDING, EXIT_OK, LoadmemError
 from loadmem.gates.config import RegressionBudget
+from loadmem.recording.reader import Recording, open_recording
 
 #: Smallest change that counts, per unit: (absolute, fraction of the base value).
 NOISE_FLOORS: dict[str, tuple[float, float]] = {
@@ -89,9 +98,9 @@ class FigureChange:
         m = self.metric
         rel = f", {self.relative * 100:+.0f}%" if self.relative is not None else ""
         return (
-            f"{m.name} {format_value(m.unit, self.delta, signed=True)}{rel} "
+            f"{m.name} {m.format_change(self.delta)}{rel} "
             f"({m.format(self.base)} -> {m.format(self.new)}, "
-            f"noise ±{format_value(m.unit, self.noise)})"
+            f"noise ±{format_value(m.unit, self.noise, plain=m.plain)})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,13 +146,18 @@ class Comparison:
         return EXIT_FINDING if self.regressions else EXIT_OK
 
     def change(self, metric: str) -> FigureChange | None:
-        return next((c for c in self.changes if c.metric.name == metric), None)
+        """The change of a figure, by its name or an alias."""
+        m = lookup(metric)
+        name = m.name if m is not None else metric
+        return next((c for c in self.changes if c.metric.name == name), None)
 
     def headline(self) -> str:
-        """One line: the most telling regressions (or worse figures) first, three at most."""
+        """One line: the regressions (or worse figures) first, three at most; else what got
+        better, the drain figures a fix improves first."""
         worse = _by_priority([c for c in self.changes
                               if c.verdict == "worse" and c.metric.scope in GATED_SCOPES])
-        better = [c for c in self.changes if c.verdict == "better"]
+        better = _by_priority([c for c in self.changes
+                               if c.verdict == "better" and c.metric.scope in GATED_SCOPES])
         regressions = _by_priority(self.regressions)
         for items, what in ((regressions, "regression(s)"),
                             (worse, "figure(s) worse beyond noise")):
@@ -156,7 +170,9 @@ class Comparison:
         extra = (f" (the recorder's own cost changed: "
                  f"{', '.join(c.metric.name for c in tool)})" if tool else "")
         if better:
-            return f"no figure of the service worse beyond noise; {len(better)} better{extra}"
+            more = f"; and {len(better) - 3} more" if len(better) > 3 else ""
+            return (f"no figure of the service worse beyond noise; {len(better)} better: "
+                    + "; ".join(c.describe() for c in better[:3]) + more + extra)
         return f"no figure of the service changed beyond noise{extra}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,11 +191,13 @@ class Comparison:
         }
 
 
-#: Figures that say most about a service, listed first in headlines.
+#: Figures that say most about a service, listed first in headlines: the drain figures a
+#: copy-on-write fix improves, then growth, then the load.
 HEADLINE_ORDER = (
-    "cow.unshared_bytes", "watched.pss_delta_bytes", "observe.used_delta_bytes",
-    "watched.rss_delta_bytes", "requests.failure_ratio", "latency.p95_ms", "requests.rps",
-    "workers.pss_per_worker_end_bytes", "sharing_ratio.end",
+    "cow.unshared_bytes", "window.used_delta_bytes", "watched.pss_delta_bytes",
+    "growth.bytes", "watched.pss_end_bytes", "workers.pss_per_worker_end_bytes",
+    "sharing_ratio.end", "watched.rss_delta_bytes", "requests.failure_ratio", "latency.p95_ms",
+    "requests.rps",
 )
 
 
@@ -243,9 +261,9 @@ def _figure_noise(
                     source += " + rest of the machine"
             candidates.append((amount, source))
     if metric.scope == "load":
-        sig = [n.request[metric.name] for n in noises if metric.name in n.request]
-        if sig:
-            candidates.append((K * math.sqrt(sum(s * s for s in sig)), "load intervals"))
+        req_sig = [n.request[metric.name] for n in noises if metric.name in n.request]
+        if req_sig:
+            candidates.append((K * math.sqrt(sum(s * s for s in req_sig)), "load intervals"))
         if metric.name == "requests.failure_ratio":
             totals = [t for r in recs if (t := _clean(r.figures.get("requests.total")))]
             p = base_value or 0.0
@@ -255,13 +273,10 @@ def _figure_noise(
                 )
     if metric.unit == "ratio" and metric.scope == "watched":
         # Ratios of the watched group's memory inherit the noise of their byte figures.
-        denominators = [_ratio_denominator(metric.name, r.figures) for r in recs]
-        denominators = [d for d in denominators if d]
+        denominators = [d for r in recs if (d := _ratio_denominator(metric.name, r.figures))]
         if denominators:
             bytes_metric = "watched.rss_delta_bytes" if "rss" in metric.name else \
                 "watched.pss_delta_bytes"
-            from loadmem.analysis.figures import BY_NAME
-
             byte_noise, source = _figure_noise(BY_NAME[bytes_metric], [], [], recs, None)
             candidates.append((byte_noise / min(denominators), source + " (as a ratio)"))
     absolute, relative = NOISE_FLOORS.get(metric.unit, (0.0, 0.0))
@@ -278,7 +293,7 @@ def _rest_of_machine(figures: dict[str, float | None]) -> float:
     out, so it can be a little larger): on a shared machine a system-wide figure cannot be
     more precise than this.
     """
-    used = _clean(figures.get("observe.used_delta_bytes"))
+    used = _clean(figures.get("window.used_delta_bytes"))
     pss = _clean(figures.get("watched.pss_delta_bytes"))
     parts = [abs(v) for name in ("other_processes.delta_bytes", "unexplained.delta_bytes")
              if (v := _clean(figures.get(name))) is not None]
@@ -298,7 +313,7 @@ def _per_side_max(recs: Sequence[RecordingSummary], f: Any) -> float:
 
 def _rest_rate(figures: dict[str, float | None]) -> float:
     """|system used slope - watched PSS change per second|: the rest of the machine's rate."""
-    rate = _clean(figures.get("observe.used_rate_bytes_per_s"))
+    rate = _clean(figures.get("window.used_rate_bytes_per_s"))
     pss = _clean(figures.get("watched.pss_delta_bytes"))
     duration = _clean(figures.get("window.duration_s"))
     if rate is None or pss is None or not duration:
@@ -310,6 +325,9 @@ def _ratio_denominator(name: str, figures: dict[str, float | None]) -> float | N
     """The byte figure a watched-group ratio is divided by, for scaling the byte noise."""
     if name.endswith("_growth_ratio"):
         kind = "rss" if "rss" in name else "pss"
+        start = _clean(figures.get(f"watched.{kind}_start_bytes"))
+        if start is not None:
+            return start
         end, delta = (_clean(figures.get(f"watched.{kind}_{x}_bytes")) for x in ("end", "delta"))
         return end - delta if end is not None and delta is not None and end > delta else None
     return _clean(figures.get("watched.rss_end_bytes"))
@@ -375,19 +393,17 @@ def compare(
 
 
 def summarise(path: str | Path, side: str, analysis_window: str | None = None,
-              recording: Any = None) -> RecordingSummary:
-    """Analyse one recording and estimate its noise."""
-    from loadmem.gates import analyze_recording
-    from loadmem.recording import open_recording
-
+              recording: Recording | None = None) -> RecordingSummary:
+    """Analyse one recording and estimate its noise (from the analysis' own series)."""
     rec = recording if recording is not None else open_recording(path)
-    analysis = analyze_recording(rec, window=analysis_window)
+    result = analyze_with_series(rec, window=analysis_window)
+    analysis = result.analysis
     return RecordingSummary(
         path=str(rec.path),
         label=rec.label,
         side=side,
         figures=analysis_figures(analysis),
-        noise=recording_noise(rec),
+        noise=recording_noise(rec, result.series),
         headline=analysis.headline,
         schema_version=rec.schema_version,
         started=rec.meta.get("start_utc") or rec.meta.get("started"),
@@ -401,8 +417,6 @@ def compare_recordings(
     budgets: dict[str, RegressionBudget] | None = None,
 ) -> Comparison:
     """Open, check schema versions, analyse and compare recordings (base side first)."""
-    from loadmem.recording import open_recording
-
     if len(paths) < 2:
         raise LoadmemError("compare needs at least two recordings", "loadmem compare BASE NEW")
     if not 1 <= base_count < len(paths):

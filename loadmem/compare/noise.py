@@ -4,13 +4,15 @@
 wobbles that much. With one recording per side the only evidence of noise is inside each
 recording:
 
-- memory series (system used = MemTotal - MemAvailable, the watched group's summed RSS and
-  PSS) during the **baseline** phase, or, without phases, the first 20% of the recording
-  (the lead-in): sigma = 1.4826 x MAD around the median, a robust standard deviation;
+- memory series from the series layer (``loadmem.analysis.series``: system used memory, the
+  watched processes' summed RSS, and their summed PSS where every one of them had a figure)
+  during the **baseline** phase, or, without phases, the first 20% of the recording (the
+  lead-in): sigma = 1.4826 x MAD around the median, a robust standard deviation;
 - per-interval request figures during the **load** phase (p50/p95/p99, request rate):
   sigma of the interval values / sqrt(intervals), the uncertainty of their mean.
 
-Vectorised with pyarrow/numpy; reads only the few columns it needs.
+Vectorised with pyarrow/numpy; the series are the analysis' own (no second read of the
+processes table).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loadmem.analysis.series import RecordingSeries, build
 from loadmem.recording.reader import Recording
 
 LEAD_IN_FRACTION = 0.2
@@ -62,15 +65,9 @@ def _between(table: pa.Table, t0: float, t1: float) -> pa.Table:
     return table.filter(pc.and_(pc.greater_equal(t, t0), pc.less_equal(t, t1)))
 
 
-def _group_sums(table: pa.Table, column: str) -> np.ndarray:
-    if table.num_rows == 0:
-        return np.array([])
-    sums = table.select(["tick", column]).group_by("tick").aggregate([(column, "sum")])
-    return sums.column(f"{column}_sum").to_numpy(zero_copy_only=False).astype(float)
-
-
-def recording_noise(rec: Recording) -> RecordingNoise:
-    """The noise estimate of one recording (fields None where the data is missing)."""
+def recording_noise(rec: Recording, series: RecordingSeries | None = None) -> RecordingNoise:
+    """The noise estimate of one recording (fields None where the data is missing).
+    ``series``: the analysis' own, else built from the recording."""
     phases = {name: (t0, t1) for name, t0, t1 in rec.phases()}
     load = phases.get("load")
     quiet = _quiet_window(rec)
@@ -79,19 +76,19 @@ def recording_noise(rec: Recording) -> RecordingNoise:
     label, t0, t1 = quiet
     noise = RecordingNoise(window=label, load_start=load[0] if load else None)
 
-    system = rec.table("system")
-    if {"MemTotal", "MemAvailable"} <= set(system.column_names) and system.num_rows:
-        s = _between(system.select(["t", "MemTotal", "MemAvailable"]), t0, t1)
-        used = pc.subtract(s.column("MemTotal"), s.column("MemAvailable"))
-        noise.used_bytes = robust_sigma(used.to_numpy(zero_copy_only=False).astype(float))
-
-    procs = rec.table("processes", ["t", "tick", "role", "rss", "pss"])
-    if procs.num_rows:
-        procs = _between(procs, t0, t1)
-        procs = procs.filter(pc.equal(procs.column("role").cast(pa.string()), "target"))
-        noise.rss_bytes = robust_sigma(_group_sums(procs, "rss"))
-        noise.pss_bytes = robust_sigma(_group_sums(procs.filter(pc.is_valid(procs["pss"])),
-                                                   "pss"))
+    series = series if series is not None else build(rec)
+    t = series.system.t
+    quiet_ = (t >= t0) & (t <= t1)
+    noise.used_bytes = robust_sigma(series.system.get("used")[quiet_])
+    w = series.processes.watched
+    present = quiet_ & (w.count > 0)
+    rss = w.get("rss")
+    if rss is not None and present.any():
+        noise.rss_bytes = robust_sigma(rss[present])
+    pss = w.get("pss")
+    full = present & (w.smaps_count >= w.count)
+    if pss is not None and full.any():
+        noise.pss_bytes = robust_sigma(pss[full])
 
     if load is not None:
         req = rec.table("requests")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loadmem.analysis import Analysis, analyze
 from loadmem.gates.config import GateConfig, load_config, resolve_config
 from loadmem.gates.evaluate import GateReport, GateResult, evaluate
 from loadmem.gates.junit import write_junit
@@ -30,42 +31,28 @@ __all__ = [
 ]
 
 
-def analyze_recording(recording_path, window: str | None = None):
-    """The analyzer's ``analyze`` on a path or an open ``Recording``, imported late so the
-    gates load without it."""
-    from loadmem.errors import LoadmemError
-    from loadmem.recording import Recording, open_recording
-
-    recording = (recording_path if isinstance(recording_path, Recording)
-                 else open_recording(recording_path))
-    try:
-        from loadmem.analysis import analyze
-    except ImportError:
-        raise LoadmemError(
-            "the analyzer (loadmem.analysis.analyze) is not available in this installation"
-        ) from None
-    return analyze(recording, window=window)
-
-
 def run_gates(
     recording_path: str | Path,
     config_path: Path | None = None,
     start_dir: Path | None = None,
     window: str | None = None,
+    analysis: Analysis | None = None,
 ) -> GateReport:
     """Analyse the recording and evaluate the gates from ``config_path``.
 
     Without ``config_path`` the nearest ``loadmem.toml`` / ``pyproject.toml`` from
     ``start_dir`` (default: the current directory) upwards is used, else the built-in
     defaults. The config is read first so that a bad config fails fast, before analysis.
-    ``window`` is the analyzer's (``START:END`` or a phase name; default: observe).
+    ``window`` is the analyzer's (``START:END`` or a phase name; default: the load and
+    observe phases); ``analysis``: one already made of this recording (``loadmem run``).
     """
     from loadmem.recording import TABLES, Recording, open_recording
 
     config = resolve_config(config_path, start_dir)
     recording = (recording_path if isinstance(recording_path, Recording)
                  else open_recording(recording_path))
-    analysis = analyze_recording(recording, window=window)
+    if analysis is None:
+        analysis = analyze(recording, window=window)
     damaged = {t: d for t in TABLES if (d := recording.damage(t)) is not None}
     report = evaluate(analysis, config.gates, config.source, damaged)
     if config.is_default:

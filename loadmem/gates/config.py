@@ -257,7 +257,7 @@ def _parse_gate(name: str, spec: Any, where: _Where) -> Gate:
         raise where.error(
             name, "metric" if "metric" in spec else None,
             f"gate {name!r}: unknown metric {metric_name!r}",
-            "see docs/gates.md for the metric names, e.g. observe.used_delta_bytes",
+            "see docs/gates.md for the metric names, e.g. window.used_delta_bytes",
         )
     comparisons = [c for c in ("max", "min") if c in spec]
     if len(comparisons) != 1:

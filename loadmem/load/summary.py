@@ -1,105 +1,77 @@
-"""The short summary ``loadmem run`` prints at the end, computed from the recording itself.
+"""The short summary ``loadmem run`` prints at the end, read from the run's analysis.
 
-Memory "before" is the last recorder tick at or before the load started; "after" is the
-last tick of the recording. "used" is MemTotal - MemAvailable (what ``free`` shows as used
-with procps-ng >= 4); sum RSS and sum PSS are over the processes with role ``target`` (the
-load generator is left out). Request figures come from Locust's own final totals.
+Memory figures are the analysis' own key figures (``loadmem.analysis.figures``), printed by
+the figure catalogue's formatter, so the summary, ``loadmem analyze``, ``loadmem ls``, the
+plot and the report show the same numbers for one recording: "before load" and "at end" are
+the levels when the analysed window opens (just before the load) and at its end, "change"
+is the change of the same processes (the ones present at both ends); processes that
+appeared or exited in between are accounted on their own line. "used" is MemTotal -
+MemAvailable (what ``free`` shows as used with procps-ng >= 4); the load generator is left
+out. Request figures come from Locust's own final totals.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from loadmem.analysis.figures import format_figure
+from loadmem.analysis.model import Analysis
 from loadmem.load.orchestrator import RunResult
-from loadmem.presentation.escape import terminal
-from loadmem.recording.reader import Recording
-from loadmem.units import format_bytes, format_duration
+from loadmem.units import format_duration
+
+#: Rows of the memory table: label, figure at the start, at the end, change.
+MEMORY_ROWS = (
+    ("used (system)", "window.used_start_bytes", "window.used_end_bytes",
+     "window.used_delta_bytes"),
+    ("sum RSS", "watched.rss_start_bytes", "watched.rss_end_bytes", "watched.rss_delta_bytes"),
+    ("sum PSS", "watched.pss_start_bytes", "watched.pss_end_bytes", "watched.pss_delta_bytes"),
+)
 
 
-@dataclass
-class MemoryPoint:
-    t: float
-    used: int | None
-    sum_rss: int | None
-    sum_pss: int | None
-    processes: int
+def _count(analysis: Analysis, name: str) -> int:
+    v = analysis.figures.get(name)
+    return int(v) if v is not None else 0
 
 
-def _system_used(rec: Recording) -> list[tuple[float, int | None]]:
-    table = rec.table("system", ["t", "MemTotal", "MemAvailable"])
-    out = []
-    for t, total, avail in zip(*(table.column(c).to_pylist() for c in table.column_names),
-                               strict=True):
-        used = total - avail if total is not None and avail is not None else None
-        out.append((t, used))
-    return out
-
-
-def _target_sums(rec: Recording) -> list[tuple[float, int, int, int]]:
-    """Per tick: (t, sum rss, sum pss, count) over role ``target``."""
-    table = rec.table("processes", ["t", "tick", "role", "rss", "pss"])
-    if table.num_rows == 0:
+def memory_lines(analysis: Analysis) -> list[str]:
+    """The memory table of the summary (empty when the analysis has no used memory)."""
+    f = analysis.figures
+    if f.get("window.used_delta_bytes") is None:
         return []
-    role = table.column("role")
-    if pa.types.is_dictionary(role.type):
-        role = role.cast(pa.string())
-    table = table.filter(pc.equal(role, "target"))
-    if table.num_rows == 0:
-        return []
-    grouped = table.group_by("tick").aggregate(
-        [("t", "max"), ("rss", "sum"), ("pss", "sum"), ("tick", "count")]
-    ).sort_by("t_max")
-    return list(zip(grouped.column("t_max").to_pylist(), grouped.column("rss_sum").to_pylist(),
-                    grouped.column("pss_sum").to_pylist(),
-                    grouped.column("tick_count").to_pylist(), strict=True))
-
-
-def _at(points: list[tuple[Any, ...]], t: float | None) -> tuple[Any, ...] | None:
-    """The last point at or before ``t`` (the last point overall when ``t`` is None)."""
-    if not points:
-        return None
-    if t is None:
-        return points[-1]
-    found = None
-    for p in points:
-        if p[0] <= t:
-            found = p
-    return found or points[0]
-
-
-def memory_before_after(rec: Recording, t_load: float | None) -> tuple[MemoryPoint | None,
-                                                                       MemoryPoint | None]:
-    used, sums = _system_used(rec), _target_sums(rec)
-    result = []
-    for t in (t_load, None):
-        u, s = _at(used, t), _at(sums, t)
-        if u is None and s is None:
-            result.append(None)
+    start_label = "before load" if analysis.window.name == "load+observe" else "at start"
+    lines = [f"memory:   {'':16}{start_label:>12}{'at end':>12}{'change':>12}"]
+    for label, a, b, d in MEMORY_ROWS:
+        if f.get(a) is None and f.get(b) is None:
             continue
-        result.append(MemoryPoint(
-            t=(u or s)[0],  # type: ignore[index]
-            used=u[1] if u else None,
-            sum_rss=s[1] if s else None,
-            sum_pss=s[2] if s else None,
-            processes=s[3] if s else 0,
-        ))
-    return result[0], result[1]
+        lines.append(f"          {label:<16}{format_figure(a, f.get(a)):>12}"
+                     f"{format_figure(b, f.get(b)):>12}{format_figure(d, f.get(d)):>12}")
+    n, same = _count(analysis, "watched.count"), _count(analysis, "watched.same_count")
+    appeared, exited = (_count(analysis, "processes.appeared_count"),
+                        _count(analysis, "processes.exited_count"))
+    if not appeared and not exited:
+        lines.append(f"          (sums over {n} target processes; change = the same processes "
+                     "at both ends; used = MemTotal - MemAvailable)")
+    else:
+        def rss(name: str) -> str:
+            return format_figure(name, f.get(name))
+
+        parts = []
+        if appeared:
+            parts.append(f"{appeared} appeared (RSS {rss('processes.appeared_rss_bytes')} at "
+                         "the end)")
+        if exited:
+            parts.append(f"{exited} exited (RSS {rss('processes.exited_rss_bytes')} before)")
+        lines.append(f"          (change = the {same} target processes present throughout; "
+                     + ", ".join(parts) + "; used = MemTotal - MemAvailable)")
+    if not n:
+        lines.append("          (no target process was found: check --target/--watch-*)")
+    return lines
 
 
-def _delta(a: int | None, b: int | None) -> str:
-    return format_bytes(b - a, signed=True) if a is not None and b is not None else "n/a"
-
-
-def summary_lines(result: RunResult, rec: Recording | None) -> list[str]:
+def summary_lines(result: RunResult, analysis: Analysis | None) -> list[str]:
     lines = []
     ph = []
     for p in result.phases:
         dur = (p.t_end - p.t_start) if p.t_end is not None else None
-        note = "" if p.reason in ("duration", "done", "shape", None) else f" ({terminal(p.reason)})"
+        note = "" if p.reason in ("duration", "done", "shape", None) else f" ({p.reason})"
         ph.append(f"{p.phase} {format_duration(dur)}{note}")
     lines.append("phases:   " + (", ".join(ph) or "none"))
     total = next((r for r in result.totals if r.get("name") == "Aggregated"), None)
@@ -117,20 +89,8 @@ def summary_lines(result: RunResult, rec: Recording | None) -> list[str]:
         )
     elif any(p.phase == "load" for p in result.phases):
         lines.append("requests: none recorded")
-    if rec is not None and result.recorded:
-        t_load = next((p.t_start for p in result.phases if p.phase == "load"), None)
-        before, after = memory_before_after(rec, t_load)
-        if before and after:
-            lines.append(f"memory:   {'':16}{'before load':>12}{'at end':>12}{'change':>12}")
-            for name, attr in (("used (system)", "used"), ("sum RSS", "sum_rss"),
-                               ("sum PSS", "sum_pss")):
-                a, b = getattr(before, attr), getattr(after, attr)
-                lines.append(f"          {name:<16}{format_bytes(a):>12}{format_bytes(b):>12}"
-                             f"{_delta(a, b):>12}")
-            lines.append(f"          (sums over {after.processes} target processes; "
-                         "used = MemTotal - MemAvailable)")
-            if not after.processes:
-                lines.append("          (no target process was found: check --target/--watch-*)")
+    if analysis is not None and result.recorded:
+        lines += memory_lines(analysis)
     for w in result.warnings:
-        lines.append(f"warning:  {terminal(w)}")
+        lines.append(f"warning:  {w}")
     return lines

@@ -24,9 +24,9 @@ def _row(c: FigureChange) -> list[str]:
     return [
         m.name,
         *[m.format(v) for v in c.values],
-        format_value(m.unit, c.delta, signed=True),
+        m.format_change(c.delta),
         rel,
-        "±" + format_value(m.unit, c.noise),
+        "±" + format_value(m.unit, c.noise, plain=m.plain),
         verdict,
     ]
 

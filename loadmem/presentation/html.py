@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from loadmem import __version__
+from loadmem.analysis.figures import format_figure, lookup
 from loadmem.analysis.model import Analysis, Finding, Window
+from loadmem.analysis.series import RecordingSeries
 from loadmem.errors import LoadmemError
 from loadmem.presentation import escape
 from loadmem.presentation.plot import PNG_DPI, render_figure
@@ -112,9 +114,13 @@ def _is_num(v: Any) -> bool:
 
 
 def format_value(key: str, value: Any) -> str:
-    """A value formatted by the unit its key names (``_bytes``, ``_s``, ``_ms``, ``_ratio``)."""
+    """A value formatted by the unit its key names (``_bytes``, ``_s``, ``_ms``, ``_ratio``);
+    a key figure of the catalogue as the catalogue prints it (as every output does)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    metric = lookup(key)
+    if metric is not None and _is_num(value):
+        return metric.format(float(value))
     if isinstance(value, bool):
         return "yes" if value else "no"
     if not _is_num(value):
@@ -378,9 +384,10 @@ def _meta_html(rec: Recording, analysis: Analysis) -> str:
 
 
 def figure_png(
-    rec: Recording, analysis: Analysis, window: Window | tuple[float, float] | str | None
+    rec: Recording, analysis: Analysis, window: Window | tuple[float, float] | str | None,
+    series: RecordingSeries | None = None,
 ) -> bytes:
-    fig = render_figure(rec, analysis, window)
+    fig = render_figure(rec, analysis, window, series=series)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": "loadmem"})
     return buf.getvalue()
@@ -390,15 +397,17 @@ def render_report(
     recording: Recording | str | Path,
     analysis: Analysis,
     window: Window | tuple[float, float] | str | None = None,
+    series: RecordingSeries | None = None,
 ) -> str:
     """The whole report as one HTML string."""
     rec = recording if isinstance(recording, Recording) else open_recording(recording)
     name = analysis.label or Path(analysis.recording).name
     sev = analysis.severity
-    png = base64.b64encode(figure_png(rec, analysis, window)).decode("ascii")
+    png = base64.b64encode(figure_png(rec, analysis, window, series)).decode("ascii")
     w = analysis.window
     notes = [*analysis.notes, *(n for n in rec.notes if n not in analysis.notes)]
-    figures = [{"figure": k, "value": v} for k, v in sorted(analysis.figures.items())]
+    figures = [{"figure": k, "value": format_figure(k, v)}
+               for k, v in sorted(analysis.figures.items())]
     body = [
         f"<h1>loadmem report: {_e(name)}</h1>",
         f'<p class="sub">{_e(rec.path)} · verdict about the <b>{_e(w.name)}</b> window, '
@@ -465,10 +474,11 @@ def write_report(
     analysis: Analysis,
     path: str | Path,
     window: Window | tuple[float, float] | str | None = None,
+    series: RecordingSeries | None = None,
 ) -> Path:
     """Render the report and write it to ``path`` (UTF-8)."""
     out = Path(path)
-    text = render_report(recording, analysis, window)
+    text = render_report(recording, analysis, window, series)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")

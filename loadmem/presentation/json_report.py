@@ -11,10 +11,13 @@ import json
 import math
 from typing import Any, TextIO
 
+from loadmem.analysis.figures import format_figure
 from loadmem.analysis.model import Analysis
 
-#: Bump the number when a field changes meaning or disappears.
-SCHEMA = "loadmem.analysis/1"
+#: Bump the number when a field changes meaning or disappears. 2: ``observe.*`` figures are
+#: ``window.*``, the default window of a run is load and observe, process sums compare the
+#: same processes at both ends; ``figures_text`` (each figure as every output prints it).
+SCHEMA = "loadmem.analysis/2"
 
 
 def _clean(v: Any) -> Any:
@@ -30,6 +33,7 @@ def _clean(v: Any) -> Any:
 def to_json_dict(analysis: Analysis) -> dict[str, Any]:
     d = analysis.to_dict()
     d["window"]["duration_s"] = analysis.window.duration
+    d["figures_text"] = {k: format_figure(k, v) for k, v in analysis.figures.items()}
     return _clean({"schema": SCHEMA, **d})
 
 

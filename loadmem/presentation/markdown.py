@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from loadmem.analysis.model import Analysis, severity_rank
 from loadmem.presentation.escape import markdown
-from loadmem.presentation.text import EVIDENCE_FIGURES, format_figure
+from loadmem.presentation.text import evidence_rows, format_bytes_cell, format_ms
 from loadmem.units import format_duration
 
 _ICON = {"ok": "✅", "info": "ℹ️", "warning": "⚠️", "critical": "🛑"}
@@ -37,10 +37,8 @@ def render(analysis: Analysis, stream: TextIO) -> None:
         f"{format_duration(a.window.duration)})</summary>\n\n"
     )
     w("| figure | value | name |\n|---|---:|---|\n")
-    for key, label in EVIDENCE_FIGURES:
-        v = a.figures.get(key)
-        if v is not None:
-            w(f"| {label} | {format_figure(key, v)} | `{key}` |\n")
+    for label, value, key in evidence_rows(a):
+        w(f"| {label} | {value} | `{key}` |\n")
     w("\n</details>\n")
     if a.phases:
         w("\n| phase | length | requests | failures | p95 | Δ used | Δ sum RSS | Δ sum PSS |\n")
@@ -51,8 +49,8 @@ def render(analysis: Analysis, stream: TextIO) -> None:
                 format_duration(p["duration_s"]),
                 p.get("requests") or 0,
                 p.get("failures") or 0,
-                format_figure("p95_ms", p.get("p95_ms")),
-                *(format_figure("d_delta_bytes", _diff(p, k)) for k in ("used", "rss", "pss")),
+                format_ms(p.get("p95_ms")),
+                *(format_bytes_cell(_diff(p, k), signed=True) for k in ("used", "rss", "pss")),
             ]
             w("| " + " | ".join(_cell(c) for c in cells) + " |\n")
     if a.notes:

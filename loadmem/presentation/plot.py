@@ -30,13 +30,18 @@ import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from loadmem.analysis.context import where
+from loadmem.analysis.figures import format_figure
 from loadmem.analysis.model import Analysis, Finding, Window, severity_rank
+from loadmem.analysis.series import RecordingSeries
+from loadmem.analysis.trend import levels
 from loadmem.errors import LoadmemError
 from loadmem.presentation import escape
 from loadmem.presentation.downsample import DEFAULT_MAX_POINTS, envelope_indices
@@ -46,7 +51,6 @@ from loadmem.presentation.plot_series import (
     PlotData,
     ProcessSeries,
     SystemSeries,
-    group_of,
     plot_data,
 )
 from loadmem.recording.reader import Recording, open_recording
@@ -70,7 +74,7 @@ GROUP_STYLE = {  # facecolour, hatch
 }
 
 #: Panel titles, stable: tests and docs refer to them.
-TITLE_SYSTEM = "System memory (/proc/meminfo): change since start"
+TITLE_SYSTEM = "System memory (/proc/meminfo): change since the analysed window opened"
 TITLE_RSS = "RSS of watched processes, stacked by group (what top shows)"
 TITLE_TRUTH = "The truth (smaps_rollup): private pages growing into shared = copy-on-write"
 TITLE_LOAD = "Load: requests/s, failures/s, users"
@@ -150,6 +154,12 @@ class _Ctx:
         self.data = data
         self.max_points = max_points
         self.tscale, self.tunit = _time_unit(data.t_end - data.t_start)
+
+    @overload
+    def x(self, t: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    def x(self, t: float) -> float: ...
 
     def x(self, t: np.ndarray | float) -> np.ndarray | float:
         return np.asarray(t) / self.tscale if isinstance(t, np.ndarray) else t / self.tscale
@@ -231,20 +241,39 @@ def _phase_strip(ax: Axes, ctx: _Ctx) -> None:
         ax.spines[side].set_visible(False)
 
 
-def _panel_system(ax: Axes, s: SystemSeries | None, p: ProcessSeries | None, ctx: _Ctx) -> None:
-    """System memory as change since start, with the watched processes' PSS change for
-    reference: the part of *used* the service accounts for (the rest is someone else)."""
+def _start_level(t: np.ndarray, v: np.ndarray, window: Window) -> float:
+    """The level of a series when the analysed window opens: the same definition (median of
+    the window's first samples) the analysis, the run summary and ``loadmem ls`` use."""
+    i0 = max(int(np.searchsorted(t, window.t_start, side="right")) - 1, 0)
+    i1 = int(np.searchsorted(t, window.t_end, side="right"))
+    start, _ = levels(v, slice(i0, i1))
+    return float("nan") if start is None else start
+
+
+def _panel_system(ax: Axes, s: SystemSeries | None, p: ProcessSeries | None, ctx: _Ctx,
+                  analysis: Analysis) -> None:
+    """System memory as change since the analysed window opened (before load, for a run),
+    with the watched processes' PSS change for reference: the part of *used* the service
+    accounts for (the rest is someone else). The legend gives the window's figures as every
+    other output prints them."""
     if s is None:
         _empty(ax, TITLE_SYSTEM, "no /proc/meminfo samples in this range")
         return
+    w = analysis.window
+    used_delta = format_figure("window.used_delta_bytes",
+                               analysis.figures.get("window.used_delta_bytes"))
     series = [
-        ("used (total - available)", s.used, BLUE, "-", 2.0),
+        (f"used (total - available)\n  {used_delta} {where(w)}", s.used, BLUE, "-", 2.0),
         ("free (MemFree)", s.free, ORANGE, "--", 1.6),
-        ("page cache (Cached+Buffers+SReclaimable)", s.cache, GREEN, "-.", 1.6),
+        ("page cache (Cached - Shmem + Buffers)", s.cache, GREEN, "-.", 1.6),
     ]
-    starts = [_first(v) for _, v, *_ in series]
+    if np.isfinite(s.shmem).any() and np.nanmax(s.shmem) - np.nanmin(s.shmem) > 0:
+        series.append(("Shmem (tmpfs, shared memory)", s.shmem, VERMILLION, ":", 1.6))
+    starts = [_start_level(s.t, v, w) for _, v, *_ in series]
+    if analysis.figures.get("window.used_start_bytes") is not None:  # the analysis' own
+        starts[0] = float(analysis.figures["window.used_start_bytes"] or 0.0)
     deltas = [v - st for (_, v, *_), st in zip(series, starts, strict=True)]
-    pss_start = _first(p.pss) if p is not None else float("nan")
+    pss_start = _start_level(p.t, p.pss, w) if p is not None else float("nan")
     pss_delta = p.pss - pss_start if p is not None and math.isfinite(pss_start) else None
     extra = [pss_delta] if pss_delta is not None else []
     scale, unit = _byte_unit([_nanmax_abs(*deltas, *extra)])
@@ -257,7 +286,7 @@ def _panel_system(ax: Axes, s: SystemSeries | None, p: ProcessSeries | None, ctx
             color=colour,
             linestyle=style,
             linewidth=width,
-            label=f"{label}\n  start {format_bytes(st)}",
+            label=f"{label}\n  when the window opened {format_bytes(st)}",
         )
     if p is not None and pss_delta is not None:
         pidx = envelope_indices(pss_delta, ctx.max_points)
@@ -267,7 +296,8 @@ def _panel_system(ax: Axes, s: SystemSeries | None, p: ProcessSeries | None, ctx
             color=PURPLE,
             linestyle=(0, (1, 1.5)),
             linewidth=2.2,
-            label=f"watched processes' PSS\n  (panel 3) start {format_bytes(pss_start)}",
+            label=f"watched processes' PSS\n  (panel 3) when the window opened "
+            f"{format_bytes(pss_start)}",
         )
     ax.axhline(0, color="#666", linewidth=0.6)
     ax.set_title(TITLE_SYSTEM, loc="left", fontsize=10)
@@ -352,9 +382,10 @@ def _panel_rss(ax: Axes, p: ProcessSeries | None, ctx: _Ctx) -> None:
     _legend(ax)
 
 
-def _panel_truth(ax: Axes, p: ProcessSeries | None, ctx: _Ctx) -> None:
+def _panel_truth(ax: Axes, p: ProcessSeries | None, ctx: _Ctx, analysis: Analysis) -> None:
     if p is None or np.all(np.isnan(p.pss)):
-        _empty(ax, TITLE_TRUTH, "no smaps_rollup figures (PSS) in this range")
+        _empty(ax, TITLE_TRUTH, "no smaps_rollup figures (PSS) for every watched process in "
+               "this range")
         return
     uss, shared = p.uss, p.shared
     total = uss + shared
@@ -365,7 +396,13 @@ def _panel_truth(ax: Axes, p: ProcessSeries | None, ctx: _Ctx) -> None:
     _fill(ax, x, np.zeros(len(idx)), u, VERMILLION, "xx", "private pages (USS)", alpha=0.55)
     _fill(ax, x, u, tot, SKY, None, "shared pages", alpha=0.45)
     ax.plot(x, p.rss[idx] / scale, color=BLACK, linewidth=1.8, label="sum RSS")
-    ax.plot(x, p.pss[idx] / scale, color=BLUE, linewidth=2.2, linestyle="--", label="sum PSS")
+    name = "watched.pss_delta_bytes"
+    d_pss = format_figure(name, analysis.figures.get(name))
+    pss_label = f"sum PSS\n  {d_pss} {where(analysis.window)} (same processes)"
+    if p.full_from is not None and p.full_from > p.t[0] + 1e-9:
+        pss_label += (f"\n  drawn from {format_duration(p.full_from)}: PSS of every "
+                      "process read")
+    ax.plot(x, p.pss[idx] / scale, color=BLUE, linewidth=2.2, linestyle="--", label=pss_label)
     ax.plot(x, u, color=VERMILLION, linewidth=1.6, linestyle=":", label="sum USS")
     top = np.nanmax(np.concatenate([tot, p.rss[idx] / scale, p.pss[idx] / scale]))
     ax.set_ylim(0, max(1e-9, float(top)) * 1.2)
@@ -501,15 +538,17 @@ def render_figure(
     analysis: Analysis,
     window: Window | tuple[float, float] | str | None = None,
     max_points: int = DEFAULT_MAX_POINTS,
+    series: RecordingSeries | None = None,
 ) -> Figure:
     """Build the figure for ``recording`` annotated with ``analysis``' findings.
 
     ``window`` restricts the plotted range (``t`` seconds since the recording start); by
-    default the whole recording is drawn.
+    default the whole recording is drawn. ``series``: the analysis' own (``loadmem.analysis.
+    analyze_with_series``), else they are built again from the recording.
     """
     rec = recording if isinstance(recording, Recording) else open_recording(recording)
     rng = _resolve_window(window, analysis)
-    data = plot_data(rec, rng, group_of(analysis.processes))
+    data = plot_data(rec, rng, series)
     ctx = _Ctx(data, max_points)
     panels = ["phases", "system", "rss", "truth"]
     ratios = [0.2, 1.0, 0.9, 1.25]
@@ -528,9 +567,9 @@ def render_figure(
         _shade_phases(ax, ctx)
         ax.grid(True, axis="y", color="#ddd", linewidth=0.6)
         ax.set_axisbelow(True)
-    _panel_system(axes["system"], data.system, data.processes, ctx)
+    _panel_system(axes["system"], data.system, data.processes, ctx, analysis)
     _panel_rss(axes["rss"], data.processes, ctx)
-    _panel_truth(axes["truth"], data.processes, ctx)
+    _panel_truth(axes["truth"], data.processes, ctx, analysis)
     if "container" in axes:
         panel_container(axes["container"], rec, analysis.container or {},
                         (data.t_start, data.t_end), ctx.x, max_points, _legend)
@@ -541,9 +580,10 @@ def render_figure(
     axs[-1].set_xlabel(f"time since recording start ({ctx.tunit})")
     axs[-1].set_xlim(ctx.x(data.t_start), ctx.x(max(data.t_end, data.t_start + 1e-9)))
     name = analysis.label or Path(analysis.recording).name
-    headline = textwrap.fill(f"[{analysis.severity.upper()}] {analysis.headline}", 130)
-    fig.suptitle(f"loadmem: {escape.plot(name)}\n{escape.plot(headline)}", x=0.01, ha="left",
-                 fontsize=10.5)
+    # escaped line by line: the escape shows a newline inside recorded text as "\n"
+    lines = textwrap.wrap(f"[{analysis.severity.upper()}] {analysis.headline}", 150)
+    headline = "\n".join(escape.plot(line) for line in lines)
+    fig.suptitle(f"loadmem: {escape.plot(name)}\n{headline}", x=0.01, ha="left", fontsize=10)
     return fig
 
 
@@ -552,6 +592,7 @@ def save_plot(
     analysis: Analysis,
     path: str | Path,
     window: Window | tuple[float, float] | str | None = None,
+    series: RecordingSeries | None = None,
 ) -> Path:
     """Render and write the figure; the format (.png, .svg, .pdf) follows the extension."""
     out = Path(path)
@@ -560,7 +601,7 @@ def save_plot(
             f"cannot write a plot to {out.name}: unknown format {out.suffix or '(none)'}",
             "give a file name ending in .png, .svg or .pdf",
         )
-    fig = render_figure(recording, analysis, window)
+    fig = render_figure(recording, analysis, window, series=series)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=PNG_DPI, metadata=_metadata(out.suffix.lower()))

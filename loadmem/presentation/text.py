@@ -1,44 +1,63 @@
 """The terminal report of ``loadmem analyze``: the verdict first, then the evidence.
 
-Takes an ``Analysis`` and a writable text stream; never recomputes anything. Values are
-formatted by the unit their name carries (``_bytes``, ``_bytes_per_s``, ``_s``, ``_ms``,
-``_ratio``/``_fraction``), so every number shown has its unit.
+Takes an ``Analysis`` and a writable text stream; never recomputes anything. Key figures are
+printed by the figure catalogue's formatter (``loadmem.analysis.figures.format_figure``), the
+same one every other output uses, so a figure reads the same everywhere.
 """
 
 from __future__ import annotations
 
-import math
 import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+from loadmem.analysis.figures import format_figure, format_value
 from loadmem.analysis.model import Analysis, severity_rank
 from loadmem.presentation.escape import terminal
 from loadmem.units import format_bytes, format_duration
 
+
+def format_ms(value: Any) -> str:
+    """A latency in a table cell, as the catalogue prints latencies."""
+    return format_value("ms", value if isinstance(value, (int, float)) else None)
+
 #: Key figures shown in the evidence table, in order, with a human label.
 EVIDENCE_FIGURES: tuple[tuple[str, str], ...] = (
     ("window.duration_s", "window length"),
-    ("observe.used_delta_bytes", "used memory (MemTotal - MemAvailable)"),
-    ("observe.used_rate_bytes_per_s", "used memory trend"),
-    ("observe.available_delta_bytes", "available memory"),
-    ("observe.free_delta_bytes", "free memory"),
+    ("window.used_start_bytes", "used memory (MemTotal - MemAvailable) at the start"),
+    ("window.used_end_bytes", "used memory at the end"),
+    ("window.used_delta_bytes", "used memory change"),
+    ("window.used_rate_bytes_per_s", "used memory, mean rate"),
+    ("window.available_delta_bytes", "available memory change"),
+    ("window.free_delta_bytes", "free memory change"),
     ("watched.count", "watched processes at the end"),
-    ("watched.rss_delta_bytes", "watched sum RSS"),
-    ("watched.pss_delta_bytes", "watched sum PSS"),
-    ("watched.uss_delta_bytes", "watched sum USS (private)"),
+    ("watched.same_count", "watched processes present throughout"),
+    ("watched.rss_start_bytes", "watched sum RSS at the start"),
     ("watched.rss_end_bytes", "watched sum RSS at the end"),
+    ("watched.pss_start_bytes", "watched sum PSS at the start"),
     ("watched.pss_end_bytes", "watched sum PSS at the end"),
+    ("watched.rss_delta_bytes", "sum RSS change (same processes)"),
+    ("watched.pss_delta_bytes", "sum PSS change (same processes)"),
+    ("watched.uss_delta_bytes", "sum USS change (same processes)"),
+    ("watched.anon_delta_bytes", "anonymous memory change (same processes)"),
+    ("watched.pss_coverage_end_ratio", "processes with PSS figures at the end"),
+    ("processes.appeared_count", "processes that appeared"),
+    ("processes.appeared_rss_bytes", "their RSS at the end"),
+    ("processes.appeared_pss_bytes", "their PSS at the end"),
+    ("processes.exited_count", "processes that exited"),
+    ("processes.exited_rss_bytes", "their RSS when the window opened"),
+    ("processes.exited_pss_bytes", "their PSS when the window opened"),
     ("workers.count", "workers at the end"),
     ("workers.pss_per_worker_end_bytes", "PSS per worker at the end"),
     ("sharing_ratio.baseline", "sharing ratio PSS/RSS before load"),
     ("sharing_ratio.after_load", "sharing ratio PSS/RSS after load"),
     ("sharing_ratio.end", "sharing ratio PSS/RSS at the end"),
     ("cow.unshared_bytes", "copy-on-write unshared"),
-    ("cow.remaining_bytes", "still shared (further drain possible)"),
-    ("cow.rate_bytes_per_s", "unsharing rate"),
+    ("cow.remaining_bytes", "still shared (could be unshared later)"),
+    ("cow.rate_bytes_per_s", "current unsharing rate"),
     ("cow.time_to_exhaust_s", "time until all is unshared"),
-    ("rss.growth_rate_bytes_per_s", "watched RSS trend"),
+    ("growth.bytes", "growth (what the processes hold alone)"),
+    ("rss.growth_rate_bytes_per_s", "sum RSS, mean rate (same processes)"),
     ("page_cache.delta_bytes", "page cache (Cached - Shmem + Buffers)"),
     ("shmem.delta_bytes", "Shmem (tmpfs, shared memory)"),
     ("slab.delta_bytes", "kernel slab"),
@@ -55,30 +74,28 @@ EVIDENCE_FIGURES: tuple[tuple[str, str], ...] = (
     ("recorder.smaps_max_stall_ms", "longest smaps_rollup stall"),
 )
 
+#: Labels of the "before load" figures on a recording without a load phase.
+NO_LOAD_LABELS = {"sharing_ratio.baseline": "sharing ratio PSS/RSS at the start"}
 
-def format_figure(name: str, value: Any) -> str:
-    """A key figure with its unit, chosen from the suffix of its name."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    v = float(value)
-    signed = "delta" in name
-    if name.endswith("_bytes_per_s"):
-        return f"{format_bytes(v, signed=True)}/s"
-    if name.endswith("_bytes"):
-        return format_bytes(v, signed=signed)
-    if name.endswith("_ms"):
-        return f"{v:.1f} ms"
-    if name.endswith("_s"):
-        return format_duration(v)
-    if name.endswith(("_ratio", "_fraction")):
-        return f"{100 * v:.2f}%"
-    if name.startswith("sharing_ratio."):
-        return f"{v:.2f}"
-    if name.endswith(".rps"):
-        return f"{v:.1f}/s"
-    return f"{v:.0f}" if v.is_integer() else f"{v:.2f}"
+
+def evidence_rows(analysis: Analysis) -> list[tuple[str, str, str]]:
+    """(label, value, figure name) of every key figure the analysis measured, each value
+    printed by the figure catalogue's formatter (the same in every output)."""
+    has_load = any(p.get("name") == "load" for p in analysis.phases)
+    rows = []
+    for key, label in EVIDENCE_FIGURES:
+        value = analysis.figures.get(key)
+        if value is None:
+            continue
+        if not has_load:
+            label = NO_LOAD_LABELS.get(key, label)
+        rows.append((label, format_figure(key, value), key))
+    return rows
+
+
+def format_bytes_cell(value: Any, signed: bool = False) -> str:
+    """A size in a table cell (per-phase and per-process figures)."""
+    return format_bytes(value, signed=signed) if isinstance(value, (int, float)) else "n/a"
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
@@ -124,12 +141,7 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
         f"\nEvidence ({win.name} window, {format_duration(win.t_start)} to "
         f"{format_duration(win.t_end)} after the start)\n"
     )
-    rows = [
-        (label, format_figure(k, a.figures.get(k)), k)
-        for k, label in EVIDENCE_FIGURES
-        if a.figures.get(k) is not None
-    ]
-    for line in table(rows, ("figure", "value", "name")):
+    for line in table(evidence_rows(a), ("figure", "value", "name")):
         w(line + "\n")
     if a.phases:
         w("\nPhases\n")
@@ -140,10 +152,10 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
                 format_duration(p["duration_s"]),
                 str(p.get("requests") or 0),
                 str(p.get("failures") or 0),
-                format_figure("p95_ms", p.get("p95_ms")),
-                format_figure("x_delta_bytes", _diff(p, "used")),
-                format_figure("x_delta_bytes", _diff(p, "rss")),
-                format_figure("x_delta_bytes", _diff(p, "pss")),
+                format_ms(p.get("p95_ms")),
+                format_bytes_cell(_diff(p, "used"), signed=True),
+                format_bytes_cell(_diff(p, "rss"), signed=True),
+                format_bytes_cell(_diff(p, "pss"), signed=True),
             )
             for p in a.phases
         ]
@@ -171,11 +183,11 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
                 terminal(p.get("name") or "?"),
                 terminal(p.get("group", "")),
                 terminal(p.get("role", "")),
-                format_figure("b_bytes", p.get("rss_end_bytes")),
-                format_figure("b_bytes", p.get("pss_end_bytes")),
-                format_figure("b_bytes", p.get("uss_end_bytes")),
-                format_figure("b_bytes", p.get("shared_end_bytes")),
-                format_figure("x_delta_bytes", _pdiff(p, "pss")),
+                format_bytes_cell(p.get("rss_end_bytes")),
+                format_bytes_cell(p.get("pss_end_bytes")),
+                format_bytes_cell(p.get("uss_end_bytes")),
+                format_bytes_cell(p.get("shared_end_bytes")),
+                format_bytes_cell(_pdiff(p, "pss"), signed=True),
                 _until(p, a.window.t_end),
             )
             for p in shown

@@ -2,10 +2,12 @@
 
 ``loadmem ls`` must stay instant on a directory of long recordings, so each entry is built
 from ``meta.json`` (label, start, target, status), the system table's ``t``, ``MemTotal``
-and ``MemAvailable`` columns (duration, used memory at the start and the end) and the small
-``requests`` table (request count, failures). Parquet lets us read just those columns;
-the processes table, by far the largest, is never read (only its row count, from the
-file footer).
+and ``MemAvailable`` columns, the phase events and the small ``requests`` table; the
+processes table, by far the largest, is never read (only its row count, from the file
+footer). Everything is read through ``open_recording``, and the used-memory change is the
+analysis' own figure (``window.used_delta_bytes``): the same window (``load+observe`` for a
+run), the same definition of used memory and the same levels at its ends
+(``loadmem.analysis.series`` and ``trend.levels``), so ``ls`` and ``analyze`` agree.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from loadmem.analysis.series import index_range, read_system, system_columns_for
+from loadmem.analysis.trend import levels
+from loadmem.analysis.window import resolve
 from loadmem.errors import LoadmemError
-from loadmem.recording.reader import open_recording
+from loadmem.recording.reader import Recording, open_recording
 from loadmem.recording.validate import read_meta
 from loadmem.recording.writer import META_FILE
 
@@ -49,38 +53,6 @@ class RecordingEntry:
         return d
 
 
-def _files(rec: Path, table: str) -> list[Path]:
-    merged = rec / f"{table}.parquet"
-    files = [merged] if merged.exists() else []
-    if (rec / table).is_dir():
-        files += sorted((rec / table).glob("*.parquet"))
-    return files
-
-
-def _read_columns(rec: Path, table: str, columns: list[str]) -> pa.Table | None:
-    parts = []
-    for f in _files(rec, table):
-        try:
-            names = pq.read_schema(f).names
-            if all(c in names for c in columns):
-                parts.append(pq.read_table(f, columns=columns))
-        except (OSError, pa.ArrowException):
-            continue
-    if not parts:
-        return None
-    return pa.concat_tables(parts, promote_options="permissive")
-
-
-def _rows(rec: Path, table: str) -> int:
-    total = 0
-    for f in _files(rec, table):
-        try:
-            total += pq.ParquetFile(f).metadata.num_rows
-        except (OSError, pa.ArrowException):
-            continue
-    return total
-
-
 def _target(meta: dict[str, Any]) -> str:
     target = meta.get("target")
     if isinstance(target, dict):
@@ -96,39 +68,62 @@ def _target(meta: dict[str, Any]) -> str:
     return "-"
 
 
-def describe(rec: Path) -> RecordingEntry:
+def _used_change(rec: Recording) -> tuple[float | None, int | None, int | None]:
+    """(duration, used at the window's start, its change over the window): the analysis'
+    definitions, from the system table's three columns and the phase events."""
+    system = read_system(rec, columns=system_columns_for(("used",)))
+    if len(system) == 0:
+        return None, None, None
+    duration = float(system.t[-1])
+    if len(system) < 2:
+        return duration, None, None
+    win = resolve(rec.phases(), float(system.t[0]), float(system.t[-1])).main
+    start, end = levels(system.get("used"), index_range(system, win.t_start, win.t_end))
+    if start is None or end is None:
+        return duration, None, None
+    return duration, int(start), int(end - start)
+
+
+def describe(path: Path) -> RecordingEntry:
     """One entry; problems (unreadable meta, no data) are reported in ``problem``, and a
-    recording that the validation edge refuses is listed with status ``damaged``."""
-    meta, notes = read_meta(rec)
-    problem = "no meta.json" if not (rec / META_FILE).exists() else (notes[0] if notes else None)
+    recording that the validation edge refuses is listed with status ``damaged`` and what
+    can still be read of it."""
+    meta, notes = read_meta(path)
+    problem = "no meta.json" if not (path / META_FILE).exists() else (notes[0] if notes
+                                                                       else None)
     damaged = False
     try:  # the same checks as every other command (footers only: cheap)
-        opened = open_recording(rec)
-        problem = problem or next((n for n in opened.notes if n.startswith("skipped")), None)
+        rec = open_recording(path)
+        problem = problem or next((n for n in rec.notes if n.startswith("skipped")), None)
     except LoadmemError as e:
         damaged = True
-        problem = problem or e.message.replace(f"{rec}/", "").replace(f"{rec}: ", "")
-    duration = used_start = used_delta = None
-    system = _read_columns(rec, "system", ["t", "MemTotal", "MemAvailable"])
-    if system is not None and system.num_rows:
-        system = system.sort_by("t")
-        t = system.column("t")
-        duration = float(pc.max(t).as_py())
-        used = pc.subtract(system.column("MemTotal"), system.column("MemAvailable"))
-        used_start = int(used[0].as_py())
-        used_delta = int(used[-1].as_py()) - used_start
-    elif problem is None:
+        problem = problem or e.message.replace(f"{path}/", "").replace(f"{path}: ", "")
+        try:
+            rec = open_recording(path, strict=False)
+        except LoadmemError:
+            return RecordingEntry(path=path, label=None, started=None, target=_target(meta),
+                                  status="damaged", duration_s=None, used_start_bytes=None,
+                                  used_delta_bytes=None, requests=None, failures=None,
+                                  process_rows=0, schema_version=meta.get("schema_version"),
+                                  problem=problem)
+    try:
+        duration, used_start, used_delta = _used_change(rec)
+    except LoadmemError as e:
+        duration = used_start = used_delta = None
+        problem = problem or e.message
+    if duration is None and problem is None:
         problem = "no system samples"
     requests = failures = None
-    req = _read_columns(rec, "requests", ["name", "requests", "failures"])
-    if req is not None and req.num_rows:
-        req = req.filter(pc.equal(req.column("name").cast(pa.string()), "Aggregated"))
+    req = rec.select("requests", ["name", "requests", "failures"])
+    if req.num_rows and "name" in req.column_names:
+        req = req.filter(pc.fill_null(pc.equal(req.column("name").cast(pa.string()),
+                                               "Aggregated"), False))
         requests = int(pc.sum(req.column("requests")).as_py() or 0)
         failures = int(pc.sum(req.column("failures")).as_py() or 0)
     started = meta.get("start_iso") or meta.get("started")
     return RecordingEntry(
-        path=rec,
-        label=meta.get("label"),
+        path=path,
+        label=rec.label,
         started=started,
         target=_target(meta),
         status="damaged" if damaged else str(meta.get("status", "unknown")),
@@ -137,7 +132,7 @@ def describe(rec: Path) -> RecordingEntry:
         used_delta_bytes=used_delta,
         requests=requests,
         failures=failures,
-        process_rows=_rows(rec, "processes"),
+        process_rows=rec.num_rows("processes"),
         schema_version=meta.get("schema_version"),
         problem=problem,
     )
@@ -145,7 +140,8 @@ def describe(rec: Path) -> RecordingEntry:
 
 def is_recording(path: Path) -> bool:
     return path.is_dir() and (
-        (path / META_FILE).exists() or any(_files(path, t) for t in TABLE_NAMES)
+        (path / META_FILE).exists()
+        or any((path / f"{t}.parquet").is_file() or (path / t).is_dir() for t in TABLE_NAMES)
     )
 
 

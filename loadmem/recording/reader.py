@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,11 +210,104 @@ class Recording:
             return 0.0
         return float(pa.compute.max(sys_t).as_py())
 
+    # --- reading parts of a table: the series layer and ``loadmem ls`` --------------------
+    # Long recordings have a processes table of millions of rows: these read only the
+    # columns (and row groups) asked for, never the whole table, and apply the same
+    # de-duplication as ``table()`` (the merged file wins).
 
-def open_recording(path: str | Path) -> Recording:
+    def select(self, name: str, columns: Sequence[str]) -> pa.Table:
+        """Only ``columns`` of a table (those no file has are left out), sorted by ``t``; not
+        cached. Cheap on a long recording when the columns are few."""
+        parts = [part for _, part in self._pieces(name, columns, whole_files=True)]
+        if not parts:
+            return pa.table({})
+        table = pa.concat_tables(parts, promote_options="permissive")
+        if "t" in table.column_names and table.num_rows:
+            table = table.sort_by("t")
+        return table
+
+    def batches(self, name: str, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """Stream a table one Parquet row group at a time (the writer keeps them to about
+        128 Ki rows), only ``columns``, in file order: memory bounded by a row group."""
+        for _, part in self._pieces(name, columns, whole_files=False):
+            yield part
+
+    def rows_at_ticks(self, name: str, ticks: Sequence[int], columns: Sequence[str]) -> pa.Table:
+        """The rows of a few recorder ticks, only ``columns`` (plus ``tick``): row groups whose
+        statistics exclude every tick are not read."""
+        wanted = list(dict.fromkeys(["tick", *columns]))
+        parts = [part for _, part in self._pieces(name, wanted, whole_files=True,
+                                                  ticks=sorted(set(ticks)))]
+        if not parts:
+            return pa.table({})
+        return pa.concat_tables(parts, promote_options="permissive")
+
+    def num_rows(self, name: str) -> int:
+        """Rows of a table from its file footers (no data read; de-duplication not applied)."""
+        total = 0
+        for f in self.files(name):
+            try:
+                total += pq.ParquetFile(f).metadata.num_rows
+            except (OSError, pa.ArrowException):
+                continue
+        return total
+
+    def _pieces(
+        self, name: str, columns: Sequence[str], whole_files: bool,
+        ticks: Sequence[int] | None = None,
+    ) -> Iterator[tuple[Path, pa.Table]]:
+        """The pieces of a table, each through ``without_merged_rows`` (the one
+        de-duplication rule), reading ``t`` for it when a segment sits beside the merged
+        file. Unreadable files are skipped with a note."""
+        for f in self.files(name):
+            try:
+                pf = pq.ParquetFile(f)
+                names = pf.schema_arrow.names
+                present = [c for c in columns if c in names]
+                dedup = (not self.is_merged(f) and "t" in names and "t" not in present
+                         and self._merged_times(name) is not None)
+                read = [*present, "t"] if dedup else present
+                if ticks is not None:
+                    groups: list[int] | None = _groups_with_ticks(pf, ticks)
+                elif whole_files:
+                    groups = None
+                else:
+                    groups = list(range(pf.metadata.num_row_groups))
+                if groups is None:
+                    pieces = [pf.read(columns=read)]
+                else:
+                    pieces = [pf.read_row_group(g, columns=read) for g in groups]
+                for part in pieces:
+                    if ticks is not None:
+                        part = part.filter(pc.is_in(part.column("tick"),
+                                                    value_set=pa.array(ticks, pa.int64())))
+                    part = self.without_merged_rows(name, part, f)
+                    if dedup:
+                        part = part.drop_columns(["t"])
+                    if part.num_rows:
+                        yield f, part
+            except (OSError, pa.ArrowException) as e:
+                self._note_unreadable(f, e)
+
+
+def _groups_with_ticks(pf: pq.ParquetFile, ticks: Sequence[int]) -> list[int]:
+    """Row groups whose ``tick`` statistics may hold one of ``ticks`` (all without them)."""
+    md = pf.metadata
+    col = pf.schema_arrow.get_field_index("tick")
+    out = []
+    for g in range(md.num_row_groups):
+        st = md.row_group(g).column(col).statistics if col >= 0 else None
+        if st is None or not st.has_min_max or any(st.min <= t <= st.max for t in ticks):
+            out.append(g)
+    return out
+
+
+def open_recording(path: str | Path, strict: bool = True) -> Recording:
     """Open the recording at ``path``, checked at the validation edge
     (``loadmem.recording.validate``): damage it can work around becomes a note, a recording
-    that cannot answer raises ``LoadmemError`` naming the file and the problem."""
+    that cannot answer raises ``LoadmemError`` naming the file and the problem.
+    ``strict=False`` (``loadmem ls``: list what can still be read of a damaged recording)
+    turns an unreadable system or processes table into a note too."""
     import pyarrow.compute  # noqa: F401  (makes pa.compute available)
 
     p = Path(path)
@@ -241,7 +335,7 @@ def open_recording(path: str | Path) -> Recording:
         )
     _check_version(rec)
     for name in TABLES:
-        _check_table(rec, name)
+        _check_table(rec, name, strict)
     status = meta.get("status")
     if status and status != "complete":
         seg = [t for t in TABLES if (p / t).is_dir()]
@@ -274,7 +368,7 @@ def _expected_rows(rec: Recording, name: str) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) else 0
 
 
-def _check_table(rec: Recording, name: str) -> None:
+def _check_table(rec: Recording, name: str, strict: bool = True) -> None:
     """Check every file of one table from its footer; set bad files aside with a note, or
     raise when a table the analysis needs has no readable file left."""
     files = rec._all_files(name)
@@ -288,7 +382,7 @@ def _check_table(rec: Recording, name: str) -> None:
     # says rows were written to them, they must be readable. (A `loadmem run --no-record`
     # directory has neither: events and requests only.)
     needed = name in ("system", "processes") and bool(files or _expected_rows(rec, name))
-    if needed and not good:
+    if needed and not good and strict:
         if bad:
             f = bad[0]
             more = f" (and {len(bad) - 1} more of its files)" if len(bad) > 1 else ""

@@ -226,3 +226,24 @@ def test_respawned_worker_is_a_new_process(tmp_path: Path) -> None:
     assert a.figures["watched.count"] == 2 and a.figures["workers.count"] == 1
     # the replacement holds as much as the one that went: neither growth nor unsharing
     assert not fired(a, "rss-growth") and not fired(a, "cow-unsharing")
+
+
+def test_forked_children_are_new_and_the_over_count_is_said(tmp_path: Path) -> None:
+    """A parent holding 32 MiB forks 6 idle children while recorded: sum RSS jumps by 6 x
+    32 MiB, real memory (PSS) barely moves. The children appeared (new, not growth), no
+    copy-on-write is claimed and the over-count of summing RSS is said with its numbers."""
+    w = Workload.start("forks", 32, 6, 1.5)
+    try:
+        rec = record_scenario(tmp_path / "rec", [w.pid], w, baseline_s=1.0, settle_s=1.5)
+    finally:
+        w.stop()
+    a = analyze(rec)
+    assert a.figures["processes.appeared_count"] == 6, a.headline
+    assert "6 processes appeared" in a.headline and "new, not growth" in a.headline
+    assert not fired(a, "rss-growth"), a.headline
+    cow = a.finding("cow-unsharing")
+    assert cow is None or severity_rank(cow.severity) < severity_rank("warning"), a.headline
+    assert "Summing RSS counts each shared page once per process" in a.headline
+    # the 6 children's RSS counts the parent's 32 MiB again each; their PSS does not
+    assert a.figures["processes.appeared_rss_bytes"] > 6 * 30 * MiB
+    assert a.figures["processes.appeared_pss_bytes"] < 0.6 * 6 * 32 * MiB

@@ -18,7 +18,7 @@ from analysis_support import PY, Workload, record_scenario
 
 from loadmem.analysis import analyze
 from loadmem.analysis.model import Window
-from loadmem.analysis.trend import change, noise_sigma, theil_sen
+from loadmem.analysis.trend import change, edge_count, levels, noise_sigma, theil_sen
 from loadmem.analysis.window import resolve
 from loadmem.cli.main import main
 from loadmem.errors import LoadmemError
@@ -70,9 +70,21 @@ def test_change_levels_are_medians_of_the_edges() -> None:
     t = np.arange(100.0)
     y = np.where(t < 50, 100.0, 300.0)
     y[0] = 1e9  # a single wild first sample does not move the start level
-    c = change(t, y)
+    c = change(t, y, slice(0, 100))
     assert c.start == 100.0 and c.end == 300.0 and c.delta == 200.0
     assert c.significant(150) and not c.significant(250)
+
+
+def test_start_level_is_the_state_before_the_window_opens() -> None:
+    """A step right at the window's start (a leak as soon as the load starts) is part of the
+    window's change: the start level is made of the samples up to the window's first one."""
+    t = np.arange(200.0)
+    y = np.where(t <= 100, 100.0, 300.0)  # the window opens at sample 100, steps after it
+    c = change(t, y, slice(100, 200))
+    assert edge_count(100) == 10 and c.start == 100.0 and c.end == 300.0
+    # a phase of a longer window, measured with the window's edge count, chains with the next
+    a, b = levels(y, slice(100, 150), k=10), levels(y, slice(149, 200), k=10)
+    assert a[1] == b[0]
 
 
 # --- windows --------------------------------------------------------------------------------
@@ -80,11 +92,20 @@ def test_change_levels_are_medians_of_the_edges() -> None:
 PHASES = [("baseline", 0.0, 10.0), ("load", 10.0, 40.0), ("observe", 40.0, 100.0)]
 
 
-def test_window_defaults_to_observe_with_baseline_for_noise() -> None:
+def test_window_defaults_to_load_and_observe_with_baseline_for_noise() -> None:
+    """A run's verdict covers the load and what follows it, each phase judged and named."""
     w = resolve(PHASES, 0.0, 100.0)
-    assert w.main == Window("observe", 40.0, 100.0)
+    assert w.main == Window("load+observe", 10.0, 100.0)
+    assert w.parts == (Window("load", 10.0, 40.0), Window("observe", 40.0, 100.0))
     assert w.baseline == Window("baseline", 0.0, 10.0)
     assert w.load == Window("load", 10.0, 40.0)
+    assert [x.name for x in w.all()] == ["load+observe", "baseline", "load", "observe"]
+    # --window keeps working: one phase is not split; the whole recording is
+    assert resolve(PHASES, 0.0, 100.0, "observe").parts == ()
+    assert [x.name for x in resolve(PHASES, 0.0, 100.0, "whole").parts] == ["load", "observe"]
+    # without a load phase, the observe phase
+    assert resolve([("baseline", 0.0, 5.0), ("observe", 5.0, 9.0)], 0.0, 9.0).main.name \
+        == "observe"
 
 
 @pytest.mark.parametrize(
@@ -106,6 +127,8 @@ def test_bad_window_specs(spec: str) -> None:
 def test_unclosed_phase_ends_at_last_sample_with_a_note() -> None:
     w = resolve([("baseline", 0.0, 5.0), ("observe", 5.0, None)], 0.0, 42.0)
     assert w.main == Window("observe", 5.0, 42.0)
+    w = resolve([("baseline", 0.0, 5.0), ("load", 5.0, None)], 0.0, 42.0)
+    assert w.main == Window("load+observe", 5.0, 42.0)
     assert any("never closed" in n for n in w.notes)
 
 

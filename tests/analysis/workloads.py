@@ -15,6 +15,8 @@ Modes:
 - ``shm PATH MIB SECONDS``: on go, write MIB to PATH (on /dev/shm) over SECONDS (tmpfs).
 - ``respawn MIB``: a parent with one child holding MIB of its own; on go, the child exits
   and a new one takes its place (a worker respawned: one process goes, another comes).
+- ``forks MIB CHILDREN SECONDS``: fill MIB, and on go fork CHILDREN idle children over
+  SECONDS (new workers of a preloaded master: sum RSS jumps, real memory barely moves).
 """
 
 from __future__ import annotations
@@ -169,6 +171,25 @@ def respawn(mib: int) -> None:
     idle_until_eof()
 
 
+def forks(mib: int, children: int, seconds: float) -> None:
+    buf = fill(mib)
+    say(ready=True, pid=os.getpid(), children=[])
+    wait_go()
+    pids = []
+    for _ in range(children):
+        pid = os.fork()
+        if pid == 0:
+            ppid = os.getppid()
+            while os.getppid() == ppid:
+                time.sleep(0.2)
+            os._exit(0)
+        pids.append(pid)
+        time.sleep(seconds / children)
+    say(done=True, children=pids)
+    idle_until_eof()
+    del buf
+
+
 def main(argv: list[str]) -> None:
     mode, args = argv[0], argv[1:]
     if mode == "cow":
@@ -183,6 +204,8 @@ def main(argv: list[str]) -> None:
         shm(args[0], int(args[1]), float(args[2]))
     elif mode == "respawn":
         respawn(int(args[0]))
+    elif mode == "forks":
+        forks(int(args[0]), int(args[1]), float(args[2]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

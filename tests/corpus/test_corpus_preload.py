@@ -65,9 +65,6 @@ def test_frozen_no_cow_no_warning(preload_frozen, window):
     assert a.at_least("warning") == [], a.describe()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="issue 11: compare calls the gc.freeze() fix a regression "
-                          "(cow.remaining_bytes rises when pages stay shared) and exits 1")
 def test_compare_calls_the_freeze_fix_better(preload_default, preload_frozen):
     done = cli("compare", str(preload_default.rec), str(preload_frozen.rec),
                "--fail-on-regression", "10%")
@@ -92,13 +89,7 @@ def test_respawn_workers_were_replaced(preload_respawn):
     assert preload_respawn.facts["gc_copied_bytes"] > 40 * MiB, preload_respawn.facts
 
 
-@pytest.mark.parametrize("window", [
-    pytest.param(None, marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="issue 11: workers exiting at the load/observe edge (copying their heap while "
-               "the interpreter tears down) and workers without a PSS figure at the window's "
-               "start hide the unsharing after the load: nothing, or a fraction of it")),
-    "whole"])
+@pytest.mark.parametrize("window", [None, "whole"])
 def test_respawn_unsharing_after_load_found(preload_respawn, window):
     a = preload_respawn.analyze(window)
     copied = preload_respawn.facts["gc_copied_bytes"]
