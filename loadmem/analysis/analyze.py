@@ -411,9 +411,8 @@ def _notes(rec: Recording, series: RecordingSeries, wins: Windows, ctx: Context)
     cov = series.coverage
     if cov.processes_end and cov.with_smaps_end < cov.processes_end:
         notes.append(
-            f"{cov.processes_end - cov.with_smaps_end} of {cov.processes_end} watched "
-            "processes had no smaps_rollup figures at the end (never read or not readable): "
-            "PSS sums leave them out"
+            f"{cov.sentence()} at the end. {cov.processes_end - cov.with_smaps_end} had no "
+            "smaps_rollup figures (never read, or not readable): PSS sums leave them out"
         )
     elif cov.full_from_s is not None and cov.full_from_s > float(series.system.t[0]) + 1e-9:
         notes.append(f"{cov.sentence()} (the recorder reads smaps_rollup within a budget)")

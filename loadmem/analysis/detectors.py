@@ -404,33 +404,63 @@ def _d_shmem(ctx: Context) -> float | None:
     return ctx.d("Shmem")
 
 
+def shmem_mapped(ctx: Context) -> float | None:
+    """Shared memory the watched processes map more of: the change of their Pss_Shmem (every
+    watched process, like with like), each page counted once however many map it."""
+    return ctx.total_delta("pss_shmem")
+
+
+def shmem_theirs(ctx: Context) -> float | None:
+    """The part of the Shmem growth that is the watched processes': what they map more of,
+    no more than Shmem grew (mapping pages that already existed takes no new memory)."""
+    mapped, d = shmem_mapped(ctx), ctx.d("Shmem")
+    if mapped is None or d is None or mapped <= 0 or d <= 0:
+        return None
+    return min(mapped, d)
+
+
 def shmem(ctx: Context) -> Finding | None:
-    """Shmem (tmpfs, shared memory segments, memfd) up: not reclaimable; sized by ΔShmem,
-    however many processes map it (each one's RSS counts it again)."""
+    """Shmem (tmpfs, shared memory segments, memfd) up: not reclaimable. Sized by Shmem, the
+    part the watched processes map by their Pss_Shmem (however many map it: each one's RSS
+    counts it again), the rest said to be elsewhere on the machine."""
     c = ctx.system.get("Shmem")
     if c is None or c.delta is None or c.delta <= 0 or not c.significant(SHMEM_INFO, NOISE_K):
         return None
-    sev: Severity = "warning" if c.delta >= SHMEM_WARNING else "info"
-    d_rss_shmem, d_pss_shmem = ctx.d("rss_shmem", "group"), ctx.d("pss_shmem", "group")
-    mapped = ""
-    if d_rss_shmem is not None and d_rss_shmem >= RSS_SHARED_MIN:
-        n = ctx.same_count
-        mapped = (
-            f"; the {n} watched process{'es' if n != 1 else ''} map it: their RSS rose "
-            f"{_mb(d_rss_shmem, False)} through these pages (RssShmem, counted once per "
-            f"process), their PSS of it {_mb(d_pss_shmem)}"
+    theirs = shmem_theirs(ctx)
+    d_rss_shmem = ctx.d("rss_shmem", "group")
+    n = ctx.same_count
+    if theirs is not None and theirs >= SHMEM_INFO:
+        size = theirs
+        sev: Severity = "warning" if theirs >= SHMEM_WARNING else "info"
+        rss = ""
+        if d_rss_shmem is not None and d_rss_shmem >= RSS_SHARED_MIN:
+            rss = (f"; their RSS rose {_mb(d_rss_shmem, False)} through these pages "
+                   "(RssShmem, counted once per process that maps them)")
+        rest = c.delta - theirs
+        elsewhere = (f"; Shmem grew {_mb(c.delta, False)} in all, {_mb(rest, False)} of it "
+                     "not mapped by them (tmpfs files or segments of other processes)"
+                     if rest >= SHMEM_INFO else "")
+        statement = (
+            f"Shared memory: the {n} watched process{'es' if n != 1 else ''} mapped "
+            f"{_mb(theirs, False)} more of shared memory segments or tmpfs files (their PSS "
+            f"of it) {_over(ctx)}{_split(ctx, shmem_theirs)}{rss}{elsewhere}; it is not "
+            "reclaimable until the segments or files are removed."
         )
-    elif d_pss_shmem is not None:
-        mapped = f"; mapped by the watched processes: PSS {_mb(d_pss_shmem)}"
-    statement = (
-        f"Shared memory: Shmem (tmpfs files, shared memory segments, memfd) grew "
-        f"{_mb(c.delta, False)} {_over(ctx)}{_split(ctx, _d_shmem, False)} (available memory "
-        f"{_mb(ctx.d('MemAvailable'))}){mapped}; it is not reclaimable until the files or "
-        "segments are removed."
-    )
+    else:
+        size = c.delta
+        sev = "info"
+        statement = (
+            f"Shared memory: Shmem (tmpfs files, shared memory segments, memfd) grew "
+            f"{_mb(c.delta, False)} {_over(ctx)}{_split(ctx, _d_shmem, False)} (available "
+            f"memory {_mb(ctx.d('MemAvailable'))}), not mapped by the watched processes "
+            f"(their PSS of shared memory {_mb(shmem_mapped(ctx))}): tmpfs files or segments "
+            "of other processes; it is not reclaimable until they are removed."
+        )
     ev = evidence(ctx, "Shmem", "Cached", "MemAvailable")
     ev.update(evidence(ctx, "pss_shmem", "rss_shmem", source="group"))
-    return Finding("shmem", sev, statement, c.delta, ctx.window.t_start, ctx.window.t_end,
+    ev["watched.pss_shmem.total_delta_bytes"] = shmem_mapped(ctx)
+    ev["shmem.theirs_bytes"] = theirs
+    return Finding("shmem", sev, statement, size, ctx.window.t_start, ctx.window.t_end,
                    ev, ["system.Shmem", "processes.rss_shmem", "processes.pss_shmem"])
 
 

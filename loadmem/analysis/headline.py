@@ -138,7 +138,7 @@ def overcount_sentence(ctx: Context) -> str:
         return (
             f"Summing RSS counts each shared page once per process: the {n} watched "
             f"processes' RSS adds up to {format_bytes(rss.end)}, more than the "
-            f"{format_bytes(used.end)} the whole machine uses."
+            f"{format_bytes(used.end)} of used memory of the whole machine."
         )
     return ""
 

@@ -54,17 +54,8 @@ def _coverage_stated(a, covered: int) -> bool:
                and re.search(rf"\b{covered} of {N}\b", s) for s in sentences(a.all_text()))
 
 
-OVERCOUNT_TODAY = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="issue 11: no sentence says that summing RSS over-counts shared pages")
-COVERAGE_TODAY = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="issue 11: the PSS coverage of the watched processes is not stated")
-
-
 # --- (a) recorded after forking ----------------------------------------------------------
 
-@OVERCOUNT_TODAY
 def test_after_overcount_stated(forked_after):
     a = forked_after.analyze()
     assert _overcount_sentence(a, forked_after.facts["at_end"]), (
@@ -78,10 +69,6 @@ def test_after_no_growth(forked_after):
     assert a.at_least("warning") == [], a.describe()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="issue 11: PSS summed over the processes read so far: coverage "
-                          "growing from a part of the 101 processes to all is reported as "
-                          "a PSS rise")
 def test_after_no_pss_change_invented(forked_after):
     a = forked_after.analyze()
     f = forked_after.facts
@@ -97,7 +84,6 @@ def _pss_moved(headline: str) -> str:
     return m.group(1) if m else ""
 
 
-@COVERAGE_TODAY
 def test_after_coverage_stated(forked_after):
     a = forked_after.analyze()
     covered = forked_after.facts["pss_coverage_last"][0]
@@ -106,16 +92,12 @@ def test_after_coverage_stated(forked_after):
 
 # --- (b) recorded while forking ----------------------------------------------------------
 
-@OVERCOUNT_TODAY
 def test_while_overcount_stated(forked_while):
     a = forked_while.analyze()
     assert _overcount_sentence(a, forked_while.facts["at_end"]), (
         forked_while.facts["at_end"], a.describe())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="issue 11: rss-growth critical 'RSS grew 10.4 GB', judged on sum "
-                          "RSS, which counts the shared buffer once per new child")
 def test_while_no_growth_claimed(forked_while):
     a = forked_while.analyze()
     a.absent(GROWTH)
@@ -123,7 +105,6 @@ def test_while_no_growth_claimed(forked_while):
     assert a.at_least("warning") == [], a.describe()
 
 
-@COVERAGE_TODAY
 def test_while_coverage_stated(forked_while):
     a = forked_while.analyze()
     covered = forked_while.facts["pss_coverage_last"][0]

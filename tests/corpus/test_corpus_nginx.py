@@ -29,12 +29,7 @@ def test_nginx_nothing_at_warning(nginx_static, window):
     a.absent(COW)
 
 
-@pytest.mark.parametrize("window", [
-    pytest.param(None, marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="issue 11: the run's verdict judges the observe phase only, and the files "
-               "were read during the load: no page-cache finding about the load")),
-    "whole"])
+@pytest.mark.parametrize("window", [None, "whole"])
 def test_nginx_page_cache_info(nginx_static, window):
     a = nginx_static.analyze(window)
     pc = a.require(PAGE_CACHE)

@@ -25,18 +25,7 @@ def test_node_kept_memory_during_load(node_leak_run):
     assert near(f["node_rss_delta_bytes"], f["kept_bytes"], 0.35), f
 
 
-@pytest.mark.parametrize("window", [
-    pytest.param(None, marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="issue 11: the run's verdict judges the observe phase only, where the leaked "
-               "memory is flat: 'no memory mechanism stood out'")),
-    # not strict: whether today's rule sees it depends on whether node's idle RSS stays
-    # bit-identical after the load (slope exactly 0) or moves by a page now and then
-    pytest.param("whole", marks=pytest.mark.xfail(
-        strict=False, raises=AssertionError,
-        reason="issue 11: rss-growth needs a positive Theil-Sen slope, and a step followed "
-               "by flat stretches has slope 0 (missed in 4 runs of 6 here)")),
-])
+@pytest.mark.parametrize("window", [None, "whole"])
 def test_node_leak_flagged(node_leak_run, window):
     a = node_leak_run.analyze(window)
     kept = node_leak_run.facts["kept_bytes"]
@@ -50,19 +39,7 @@ def _loadgen_pids(a) -> list[int]:
     return [p["pid"] for p in a.data["processes"] if p["role"] == "loadgen"]
 
 
-LOADGEN_TODAY = pytest.mark.xfail(
-    # not strict: whether Locust's process is listed depends on whether it started before
-    # the window's first sample (2 runs in 3 on --window load here, 1 in 6 on whole)
-    strict=False, raises=AssertionError,
-    reason="issue 11: the load generator is listed among the growers when it started "
-           "before the window's first sample")
-
-
-@pytest.mark.parametrize("window", [
-    None,
-    pytest.param("whole", marks=LOADGEN_TODAY),
-    pytest.param("load", marks=LOADGEN_TODAY),
-])
+@pytest.mark.parametrize("window", [None, "whole", "load"])
 def test_node_loadgen_never_a_grower(node_leak_run, window):
     a = node_leak_run.analyze(window)
     loadgen = _loadgen_pids(a)

@@ -20,12 +20,6 @@ from corpus_support import COW, GROWTH, SHMEM, MiB, near, sizes_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.corpus]
 
-TODAY_OBSERVE = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="issue 11: the run's verdict judges the observe phase only, and the buffers "
-           "were mapped during the load: no shmem finding")
-
-
 def test_postgres_load_filled_the_shared_buffers(postgres_buffers):
     f = postgres_buffers.facts
     assert f["buffers_filled_bytes"] > 48 * MiB, f
@@ -33,13 +27,7 @@ def test_postgres_load_filled_the_shared_buffers(postgres_buffers):
     assert f["rss_shmem_delta_bytes"] > 2 * f["buffers_filled_bytes"], f
 
 
-@pytest.mark.parametrize("window", [
-    pytest.param(None, marks=TODAY_OBSERVE),
-    pytest.param("whole", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="issue 11: the shmem finding's size (explained_bytes and the headline) is "
-               "the unattributed remainder (+1 KB, +5 MB), not ΔShmem")),
-])
+@pytest.mark.parametrize("window", [None, "whole"])
 def test_postgres_shmem_found_and_sized(postgres_buffers, window):
     a = postgres_buffers.analyze(window)
     filled = postgres_buffers.facts["buffers_filled_bytes"]
@@ -52,13 +40,7 @@ def test_postgres_shmem_found_and_sized(postgres_buffers, window):
     assert m and any(near(s, filled, 0.25) for s in sizes_in(m.group(1))), a.describe()
 
 
-@pytest.mark.parametrize("window", [
-    None,
-    pytest.param("whole", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="issue 11: rss-growth (warning) judged on sum RSS, which counts the shared "
-               "buffers once per backend")),
-])
+@pytest.mark.parametrize("window", [None, "whole"])
 def test_postgres_no_growth(postgres_buffers, window):
     a = postgres_buffers.analyze(window)
     a.absent(GROWTH)

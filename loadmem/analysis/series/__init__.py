@@ -54,7 +54,7 @@ class Coverage:
 
     processes_end: int  # watched processes at the last sample
     with_smaps_end: int  # of which with PSS figures
-    full_from_s: float | None  # first sample from which every watched process had them
+    full_from_s: float | None  # from when every watched process had them, to the end
     max_processes: int
 
     def sentence(self) -> str:
@@ -70,13 +70,18 @@ class Coverage:
 def coverage(system: SystemSeries, sums: Sums) -> Coverage:
     """PSS coverage of a set's per-tick sums (aligned with the whole system series)."""
     count, smaps = sums.count, sums.smaps_count
-    full = np.flatnonzero((count > 0) & (smaps >= count))
-    last = np.flatnonzero(count > 0)
+    present = count > 0
+    last = np.flatnonzero(present)
     i = int(last[-1]) if len(last) else None
+    full_from = None
+    if i is not None and smaps[i] >= count[i]:  # full at the end: since when, for good
+        gaps = np.flatnonzero(present[: i + 1] & (smaps[: i + 1] < count[: i + 1]))
+        first = int(gaps[-1]) + 1 if len(gaps) else int(last[0])
+        full_from = float(system.t[sums.start + first])
     return Coverage(
         processes_end=int(count[i]) if i is not None else 0,
         with_smaps_end=int(smaps[i]) if i is not None else 0,
-        full_from_s=float(system.t[sums.start + full[0]]) if len(full) else None,
+        full_from_s=full_from,
         max_processes=int(count.max()) if len(count) else 0,
     )
 
