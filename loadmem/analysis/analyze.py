@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from loadmem.analysis import container, headline, summaries, traffic
 from loadmem.analysis import detectors as det
-from loadmem.analysis.context import Context, measure
-from loadmem.analysis.model import Analysis, Finding, Window
+from loadmem.analysis.context import Context, measure, where
+from loadmem.analysis.model import Analysis, Finding, Window, severity_rank
 from loadmem.analysis.series import (
     RecordingSeries,
     SystemSeries,
@@ -228,8 +228,31 @@ def unexplained_delta(ctx: Context) -> float | None:
                      + shmem_unmapped + dd("SUnreclaim") + dd("PageTables") + dd("KernelStack"))
 
 
+def _phase_findings(ctx: Context, found: set[str]) -> list[Finding]:
+    """Mechanisms seen in one phase of the window but not over all of it (files read into
+    the page cache during the load, then other caches evicted after it): each phase is judged
+    too, and such a finding is reported for its phase, at most ``info`` since the change did
+    not last over the window."""
+    best: dict[str, Finding] = {}
+    for part in ctx.parts:
+        for detect in det.DETECTORS:
+            f = detect(part)
+            if f is None or f.id in found or f.id == "recorder-footprint" or f.severity == "ok":
+                continue
+            if severity_rank(f.severity) > severity_rank("info"):
+                f.severity = "info"
+            f.statement = (f"{f.statement} (Over the whole window, from "
+                           f"{where(ctx.window).removeprefix('from ')}, it did not stand out.)")
+            f.evidence["phase"] = part.window.name
+            kept = best.get(f.id)
+            if kept is None or abs(f.explained_bytes or 0) > abs(kept.explained_bytes or 0):
+                best[f.id] = f
+    return list(best.values())
+
+
 def _judge(ctx: Context) -> tuple[list[Finding], Finding, float | None]:
     findings = [f for f in (d(ctx) for d in det.DETECTORS) if f is not None]
+    findings += _phase_findings(ctx, {f.id for f in findings})
     unexplained = unexplained_delta(ctx)
     drain = headline.drain_finding(ctx, unexplained)
     drain.evidence["loadgen.pss_delta_bytes"] = ctx.d("pss", "loadgen")
