@@ -446,14 +446,14 @@ def shmem(ctx: Context) -> Finding | None:
             f"of it) {_over(ctx)}{_split(ctx, shmem_theirs)}{rss}{elsewhere}; it is not "
             "reclaimable until the segments or files are removed."
         )
-    else:
+    else:  # tmpfs files (which no process maps) or segments the watched processes do not map
         size = c.delta
-        sev = "info"
+        sev = "warning" if c.delta >= SHMEM_WARNING else "info"
         statement = (
             f"Shared memory: Shmem (tmpfs files, shared memory segments, memfd) grew "
             f"{_mb(c.delta, False)} {_over(ctx)}{_split(ctx, _d_shmem, False)} (available "
             f"memory {_mb(ctx.d('MemAvailable'))}), not mapped by the watched processes "
-            f"(their PSS of shared memory {_mb(shmem_mapped(ctx))}): tmpfs files or segments "
+            f"(their PSS of shared memory {_mb(shmem_mapped(ctx))}): tmpfs files, or segments "
             "of other processes; it is not reclaimable until they are removed."
         )
     ev = evidence(ctx, "Shmem", "Cached", "MemAvailable")
