@@ -20,9 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from loadmem.units import format_bytes, format_duration
+
+if TYPE_CHECKING:
+    from loadmem.analysis.model import Analysis
 
 Unit = Literal["bytes", "bytes_per_s", "s", "ms", "ratio", "count", "rps"]
 Better = Literal["lower", "higher", "neutral"]
@@ -320,14 +323,14 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def analysis_figures(analysis: Any) -> dict[str, float | None]:
+def analysis_figures(analysis: Analysis) -> dict[str, float | None]:
     """Every figure gates and comparisons know, from one ``Analysis``.
 
     The analyzer's figures, the derived ratios, and the per-phase / per-group breakdown read
     from ``analysis.phases`` and ``analysis.processes`` (sums only: nothing re-analysed).
     """
     out = with_derived(analysis.figures)
-    for row in getattr(analysis, "phases", None) or []:
+    for row in analysis.phases or []:
         name = row.get("name")
         if name not in PHASES:
             continue
@@ -336,7 +339,7 @@ def analysis_figures(analysis: Any) -> dict[str, float | None]:
             out[f"phase.{name}.{kind}_delta_bytes"] = (
                 end - start if start is not None and end is not None else None
             )
-    processes = getattr(analysis, "processes", None) or []
+    processes = analysis.processes or []
     for group in GROUPS:
         rows = [r for r in processes if r.get("group") == group and r.get("role", "target")
                 == "target"]

@@ -19,7 +19,7 @@ SEVERITIES: tuple[Severity, ...] = ("ok", "info", "warning", "critical")
 
 
 def severity_rank(s: str) -> int:
-    return SEVERITIES.index(s)  # type: ignore[arg-type]
+    return SEVERITIES.index(s)
 
 
 @dataclass(frozen=True)

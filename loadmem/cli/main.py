@@ -20,6 +20,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from loadmem import __version__
 from loadmem.errors import EXIT_USAGE, LoadmemError
@@ -43,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line like every other error (it prints the whole
     usage first by default): ``loadmem analyze: error: ... (see loadmem analyze --help)``."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {terminal(message)} "
                               f"(see {self.prog} --help)\n")
 

@@ -28,7 +28,7 @@ is 0: comparing is then informative only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -302,7 +302,8 @@ def _rest_of_machine(figures: dict[str, float | None]) -> float:
     return max(parts, default=0.0)
 
 
-def _per_side_max(recs: Sequence[RecordingSummary], f: Any) -> float:
+def _per_side_max(recs: Sequence[RecordingSummary],
+                  f: Callable[[dict[str, float | None]], float]) -> float:
     """Sum over the two sides of the largest ``f(figures)``: the machine may have pushed the
     base one way and the new side the other, so the two contributions add up."""
     total = 0.0

@@ -142,9 +142,9 @@ def parse_budget(metric: Metric, value: Any) -> float:
     if isinstance(value, float) and not math.isfinite(value):
         raise LoadmemError(f"budget {value!r} is not a finite number", "write a number")
     text = value.strip() if isinstance(value, str) else value
-    negative = isinstance(text, str) and text.startswith("-")
-    if negative:
-        text = text[1:].strip()
+    negative = False
+    if isinstance(text, str) and text.startswith("-"):
+        negative, text = True, text[1:].strip()
     unit = metric.unit
     if unit == "bytes":
         v = float(parse_size(int(text) if isinstance(text, float) else text))

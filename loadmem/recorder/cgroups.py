@@ -299,12 +299,12 @@ def resolve_unit(procfs: ProcFS, value: str, mounts: CgroupMounts | None = None,
                 target = CgroupTarget("unit", value, cgroup, name, mount.rstrip("/") + cgroup,
                                       "process cgroups")
                 return _check_readable(procfs, target)
-    cgroup = _systemctl_cgroup(unit)
-    if cgroup:
+    found = _systemctl_cgroup(unit)
+    if found:
         for name, mount in _hierarchies(mounts):
-            directory = mount.rstrip("/") + cgroup
+            directory = mount.rstrip("/") + found
             if os.path.isdir(directory):
-                return _check_readable(procfs, CgroupTarget("unit", value, cgroup, name,
+                return _check_readable(procfs, CgroupTarget("unit", value, found, name,
                                                             directory, "systemctl"))
     raise LoadmemError(
         f"no systemd unit {unit} runs on this machine: no process's cgroup is named after it",

@@ -123,8 +123,8 @@ def segment_files(seg_dir: Path) -> list[Path]:
             chunks.setdefault(info[0], []).append((info[1], info[2]))
     live = []
     for f, info in parsed.items():
-        single = info is not None and info[1] == info[2]
-        if single and any(a <= info[1] <= b for a, b in chunks.get(info[0], ())):
+        if info is not None and info[1] == info[2] and any(
+                a <= info[1] <= b for a, b in chunks.get(info[0], ())):
             continue  # already in a compacted file
         live.append(f)
     return live

@@ -71,7 +71,8 @@ class Browser(FastHttpUser):
             text = resp.text or ""
             if "html" not in ctype or len(self.known) >= MAX_LINKS:
                 return
-            for link in same_origin_links(urljoin(self.host, path), text[:MAX_PARSE_BYTES]):
+            for link in same_origin_links(urljoin(self.host or "", path),
+                                          text[:MAX_PARSE_BYTES]):
                 if link not in self.known and len(self.known) < MAX_LINKS:
                     self.known.add(link)
                     self.links.append(link)
