@@ -26,16 +26,19 @@ ROOT = Path(__file__).resolve().parent.parent
 _TMP = Path(tempfile.mkdtemp(prefix="loadmem-presentation-"))
 atexit.register(shutil.rmtree, _TMP, True)
 
-# Parent: 32 MiB touched, 2 children forked, "ready" printed. Each child waits 1.5 s, then
-# rewrites its inherited pages in 8 slices over ~2 s (copy-on-write), then idles.
+# Parent: 32 MiB touched, 2 children forked, "ready" printed. On a line on stdin (sent once
+# the recorder runs, however long its start-up took on a busy machine) each child waits 1.5 s,
+# then rewrites its inherited pages in 8 slices over ~2 s (copy-on-write), then idles.
 WORKLOAD = r"""
-import os, sys, time
+import os, signal, sys, time
 MiB = 1 << 20
 buf = bytearray(os.urandom(1024)) * (32 * 1024)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 kids = []
 for i in range(2):
     pid = os.fork()
     if pid == 0:
+        signal.sigwait({signal.SIGUSR1})
         time.sleep(1.5 + 0.2 * i)
         for s in range(8):
             for off in range(s * 4 * MiB, (s + 1) * 4 * MiB, 4096):
@@ -45,6 +48,9 @@ for i in range(2):
         os._exit(0)
     kids.append(pid)
 print("ready", flush=True)
+sys.stdin.readline()
+for pid in kids:
+    os.kill(pid, signal.SIGUSR1)
 time.sleep(60)
 """
 
@@ -53,24 +59,43 @@ def _python() -> str:
     return sys.executable
 
 
+def _start_workload() -> subprocess.Popen[str]:
+    work = subprocess.Popen(
+        [_python(), "-c", WORKLOAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    assert work.stdout is not None
+    line = work.stdout.readline()
+    assert line.strip() == "ready", f"workload did not start: {line!r}"
+    return work
+
+
+def _go_when_recording(work: subprocess.Popen[str], out: Path, rec: subprocess.Popen) -> None:
+    """Start the children's lead-in once the recorder has written meta.json."""
+    deadline = time.monotonic() + 30
+    while not (out / "meta.json").exists() and rec.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert work.stdin is not None
+    work.stdin.write("go\n")
+    work.stdin.flush()
+
+
 @functools.cache
 def cow_recording() -> Path:
     """A recording of the copy-on-write workload, 5 s at 0.2 s by the real recorder."""
     out = _TMP / "cow"
-    work = subprocess.Popen(
-        [_python(), "-c", WORKLOAD], stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
+    work = _start_workload()
     try:
-        assert work.stdout is not None
-        line = work.stdout.readline()
-        assert line.strip() == "ready", f"workload did not start: {line!r}"
-        rec = subprocess.run(
+        rec = subprocess.Popen(
             [_python(), "-m", "loadmem", "record", "--pid", str(work.pid), "--interval",
              "0.2s", "--duration", "5s", "--pss-budget", "50%", "--pss-max-age", "1s",
              "--out", str(out), "--label", "cow <test> & co"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert rec.returncode == 0, f"loadmem record failed: {rec.stderr[-2000:]}"
+        _go_when_recording(work, out, rec)
+        _, err = rec.communicate(timeout=60)
+        assert rec.returncode == 0, f"loadmem record failed: {err[-2000:]}"
     finally:
         os.killpg(work.pid, signal.SIGKILL)
         work.wait(timeout=10)
@@ -94,18 +119,15 @@ def system_only_recording() -> Path:
 def killed_recording() -> Path:
     """A recorder SIGKILLed mid-run: segments only, meta.json still says "recording"."""
     out = _TMP / "killed"
-    work = subprocess.Popen(
-        [_python(), "-c", WORKLOAD], stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
+    work = _start_workload()
     try:
-        assert work.stdout is not None
-        assert work.stdout.readline().strip() == "ready"
         rec = subprocess.Popen(
             [_python(), "-m", "loadmem", "record", "--pid", str(work.pid), "--interval",
              "0.2s", "--flush", "0.4s", "--duration", "30s", "--out", str(out)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
+        _go_when_recording(work, out, rec)
         deadline = time.monotonic() + 30
         seg = out / "processes"
         while time.monotonic() < deadline and len(list(seg.glob("*.parquet"))) < 3:

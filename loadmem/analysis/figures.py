@@ -131,7 +131,8 @@ METRICS: tuple[Metric, ...] = (
        signed=True),
     _m("watched.anon_delta_bytes", "bytes", "lower", "watched",
        "change of summed RssAnon (new anonymous memory), the same processes", signed=True),
-    _m("watched.pss_coverage_end_ratio", "ratio", "higher", "watched",
+    # how well the recorder covered them (its budget), not a figure of the service
+    _m("watched.pss_coverage_end_ratio", "ratio", "higher", "recorder",
        "share of the watched processes with PSS figures at the end"),
     _m("processes.appeared_count", "count", "neutral", "watched",
        "watched processes that appeared inside the window"),

@@ -40,8 +40,9 @@ def _rss_text(ctx: Context) -> str:
     pss = ctx.group.get("pss")
     if pss is not None and pss.delta is not None:
         m = ctx.same_smaps_count
-        whose = ("their" if n != 1 else "its") if m == n else f"the {m} with PSS figures'"
-        text += f" and {whose} PSS moved {format_bytes(pss.delta, signed=True)}"
+        whose = (("their" if n != 1 else "its") + " PSS" if m == n
+                 else f"the PSS of the {m} with figures at both ends")
+        text += f" and {whose} moved {format_bytes(pss.delta, signed=True)}"
     return text
 
 
@@ -71,6 +72,12 @@ def lifecycle_sentence(ctx: Context) -> str:
         parts.append(f"{_plural(len(both), 'process')} came and went inside the window")
     if not parts:
         return ""
+    pss, life = ctx.everyone.get("pss"), ctx.life
+    if (pss is not None and pss.start is not None and pss.end is not None and life is not None
+            and life.smaps_start >= life.present_start > 0
+            and life.smaps_end >= life.present_end > 0):
+        parts.append(f"the PSS of every watched process together went {format_bytes(pss.start)}"
+                     f" -> {format_bytes(pss.end)}")
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
 
@@ -119,21 +126,25 @@ def overcount_sentence(ctx: Context) -> str:
         return bool(a and b and a >= det.OVERCOUNT_FACTOR * b
                     and a - b >= det.OVERCOUNT_MIN)
 
-    ends = []
+    ends = []  # (which end, processes there, sum RSS, sum PSS) where every one had PSS
     if pss is not None and life is not None:
         if life.present_start and life.smaps_start >= life.present_start:
-            ends.append(("start", rss.start, pss.start))
+            ends.append(("start", life.present_start, rss.start, pss.start))
         if life.present_end and life.smaps_end >= life.present_end:
-            ends.append(("end", rss.end, pss.end))
-    if any(wide(r, p) for _, r, p in ends):
-        at = {"start": "when the window opened" if ctx.window.name != "load+observe"
-              else "before load", "end": "at the end"}
-        parts = [f"{format_bytes(r)} of RSS was {format_bytes(p)} of real memory (PSS) "
-                 f"{at[k]}" if k == "start" else
-                 f"{format_bytes(r)} of RSS is {format_bytes(p)} of real memory (PSS) "
-                 f"{at[k]}" for k, r, p in ends]
-        return (f"Summing RSS counts each shared page once per process: the {n} watched "
-                f"processes' " + "; ".join(parts) + ".")
+            ends.append(("end", life.present_end, rss.end, pss.end))
+    wide_ends = [e for e in ends if wide(e[2], e[3])]
+    if wide_ends:
+        opened = ("before load" if ctx.window.name == "load+observe"
+                  else "when the window opened")
+        parts = [
+            f"{opened} the {_plural(k, 'watched process')}' {format_bytes(r)} of RSS was "
+            f"{format_bytes(p)} of real memory (PSS)" if which == "start" else
+            f"at the end the {_plural(k, 'watched process')}' {format_bytes(r)} of RSS is "
+            f"{format_bytes(p)} of real memory (PSS)"
+            for which, k, r, p in wide_ends
+        ]
+        return ("Summing RSS counts each shared page once per process: "
+                + "; ".join(parts) + ".")
     if used is not None and used.end and rss.end > used.end + det.OVERCOUNT_MIN:
         return (
             f"Summing RSS counts each shared page once per process: the {n} watched "
