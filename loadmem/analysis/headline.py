@@ -72,12 +72,12 @@ def lifecycle_sentence(ctx: Context) -> str:
         parts.append(f"{_plural(len(both), 'process')} came and went inside the window")
     if not parts:
         return ""
-    pss, life = ctx.everyone.get("pss"), ctx.life
-    if (pss is not None and pss.start is not None and pss.end is not None and life is not None
-            and life.smaps_start >= life.present_start > 0
+    together, life = ctx.everyone.get("pss"), ctx.life
+    if (together is not None and together.start is not None and together.end is not None
+            and life is not None and life.smaps_start >= life.present_start > 0
             and life.smaps_end >= life.present_end > 0):
-        parts.append(f"the PSS of every watched process together went {format_bytes(pss.start)}"
-                     f" -> {format_bytes(pss.end)}")
+        parts.append("the PSS of every watched process together went "
+                     f"{format_bytes(together.start)} -> {format_bytes(together.end)}")
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
 

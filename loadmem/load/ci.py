@@ -46,7 +46,7 @@ def exit_code(result: RunResult, done: Finish, fail_on: str) -> int:
         code = load.exit_code
         if load.process_exit_code not in (None, 0) or (code is not None and 0 < code < 128
                                                        and code != 2):
-            return int(load.process_exit_code or code)  # as Locust decided it
+            return int(load.process_exit_code or code or EXIT_FINDING)  # as Locust decided it
         return EXIT_FINDING
     if failing_findings(done.analysis, fail_on):
         return EXIT_FINDING
@@ -60,7 +60,8 @@ def _escape_command(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def annotations(result: RunResult, done: Finish, fail_on: str) -> list[str]:
+def annotations(result: RunResult, done: Finish,  # type: ignore[no-redef]
+                fail_on: str) -> list[str]:
     """``::error`` lines for every failure of the run."""
     title = "loadmem run"
     lines = []
@@ -109,7 +110,7 @@ def github_outputs(result: RunResult, done: Finish, fail_on: str, summary_lines:
     except OSError as e:
         stdout.write(f"::warning title=loadmem run::cannot write GITHUB_STEP_SUMMARY "
                      f"({_escape_command(str(e))})\n")
-    for line in annotations(result, done, fail_on):
+    for line in annotations(result, done, fail_on):  # type: ignore[operator]
         stdout.write(line + "\n")
     stdout.flush()
     return True

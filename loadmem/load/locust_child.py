@@ -139,8 +139,10 @@ def _dump_greenlets() -> None:
                 lines.append(f'  File "{frame.f_code.co_filename}", line {frame.f_lineno} '
                              f"in {frame.f_code.co_name}")
                 frame = frame.f_back
-    sys.__stderr__.write("\n".join(lines) + "\n")
-    sys.__stderr__.flush()
+    err = sys.__stderr__
+    if err is not None:
+        err.write("\n".join(lines) + "\n")
+        err.flush()
 
 
 def main() -> int:

@@ -213,7 +213,8 @@ class LocustProcess:
 
     def _pump_log(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+        stdout = self.proc.stdout
+        for chunk in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]
             with self._log_lock:
                 target = self._log or self._echo
                 if target is not None:

@@ -44,6 +44,7 @@ import os
 import re
 import sys
 import time
+from types import FrameType
 from typing import Any
 
 import gevent
@@ -250,7 +251,7 @@ def stopped_by() -> str:
     stack; ``scenario`` otherwise: a listener, task or greenlet of the locustfile called
     ``runner.quit()`` or ``runner.stop()``.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     found = None
     while frame is not None:
         code = frame.f_code

@@ -126,7 +126,8 @@ class LoadOutcome:
         """Why the load counts as failed (one line), or None (also when no load ran)."""
         if self.ended_by is None:
             return None
-        first = (self.exceptions or self.errors or [None])[0]
+        failures: list[str | None] = [*(self.exceptions or self.errors), None]
+        first = failures[0]
         if self.ended_by == "loadgen-failed" and self.exit_code is None:
             return "Locust did not run the load"
         if self.process_exit_code not in (None, 0):
