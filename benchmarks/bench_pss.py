@@ -119,6 +119,26 @@ def _machine() -> list[str]:
             f"- thp: {thp}"]
 
 
+def _wait_steady(out: Path, processes: int, t_start: float, timeout: float) -> float:
+    """Wait until every process has a PSS figure and the start snapshot has ended (the first
+    round of page walks goes through the budget: minutes for 64 x 512 MiB); return how long
+    that took from the start."""
+    from loadmem.recording import open_recording
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            rec = open_recording(out)
+            rows = rec.table("processes", ["tick", "pid", "pss_read_t"]).to_pylist()
+            last = max(r["tick"] for r in rows)
+            read = {r["pid"] for r in rows if r["tick"] == last and r["pss_read_t"] is not None}
+            kinds = {e["kind"] for e in rec.table("events").to_pylist()}
+            if len(read) >= processes and "snapshot_end" in kinds:
+                return time.monotonic() - t_start
+        time.sleep(5)
+    return time.monotonic() - t_start
+
+
 def _recorder_children_cpu(rec, t0: float, t1: float) -> float:
     """CPU of the compaction children that ended between recording times t0 and t1."""
     r = rec.table("recorder", ["t", "cpu_children"]).to_pylist()
@@ -145,16 +165,25 @@ def run(args: argparse.Namespace) -> dict:
         assert tree.stdout is not None
         pids = [int(x) for x in tree.stdout.readline().split()]
         drainers = pids[1 : 1 + len(pids) // 2]  # half of them, children only
-        total = args.warmup + args.idle_seconds + args.drain_seconds + args.settle_seconds + 5
+        c = time.process_time()
+        for pid in pids[-8:]:
+            Path(f"/proc/{pid}/smaps_rollup").read_text()
+        res["read_ms"] = (time.process_time() - c) / min(8, len(pids)) * 1000
+        total = (args.warmup + args.steady_timeout + args.idle_seconds + args.drain_seconds
+                 + args.settle_seconds + 5)
         print(f"process set: {len(pids)} processes x {args.size_mib} MiB shared; "
               f"{len(drainers)} drainers x {args.drain_mib} MiB; recording {total:.0f} s",
               flush=True)
         log = (work / "loadmem.log").open("w")
         recorder = subprocess.Popen(
             [sys.executable, "-m", "loadmem", "record", "--pid", str(pids[0]), "--out", str(out),
-             "--duration", f"{total}s"], stdout=log, stderr=subprocess.STDOUT)
+             "--duration", f"{total}s", "--pss-budget", f"{args.budget * 100:g}%"],
+            stdout=log, stderr=subprocess.STDOUT)
         t_start = time.monotonic()
         time.sleep(args.warmup)
+        res["steady_after_s"] = _wait_steady(out, len(pids), t_start, args.steady_timeout)
+        print(f"steady after {res['steady_after_s']:.0f} s (every process read, the start "
+              "snapshot done)", flush=True)
         c0, w0 = cpu_seconds(recorder.pid), time.monotonic()
         time.sleep(args.idle_seconds)
         c1, w1 = cpu_seconds(recorder.pid), time.monotonic()
@@ -184,7 +213,8 @@ def run(args: argparse.Namespace) -> dict:
         samples = [json.loads(x) for x in reader.communicate(timeout=args.settle_seconds + 120)[0]
                    .splitlines() if x.strip()]
         res["reader"] = samples
-        recorder.wait(timeout=total + 300)
+        recorder.send_signal(signal.SIGTERM)  # done: stop it cleanly (it would run on)
+        recorder.wait(timeout=300)
         res["t_start"] = t_start
     finally:
         for p in (reader, recorder):
@@ -209,6 +239,7 @@ def run(args: argparse.Namespace) -> dict:
         e[3] += 1
     ticks = sorted(per_tick.values())
     tick_t = [x[0] for x in ticks]
+    drift_at = {x["t"]: x.get("pss_drift") for x in own}
 
     def window(w0: float, w1: float) -> list[dict]:
         return [x for x in own if w0 - start <= x["t"] <= w1 - start]
@@ -234,22 +265,29 @@ def run(args: argparse.Namespace) -> dict:
     drain_bytes = end["pss"] - base["pss"]
     errors, anon_errors = [], []
     for s in samples:
+        # the recorder's sum at the reader's moment: between the ticks around it (the truth
+        # moves between two ticks too; this takes the 1 s interval out of the comparison)
         t = s["t"] - start
-        i = bisect.bisect_right(tick_t, t) - 1  # the last tick at or before the reader's pass
-        if i < 0:
+        i = bisect.bisect_right(tick_t, t) - 1
+        if i < 0 or i + 1 >= len(ticks) or min(ticks[i][3], ticks[i + 1][3]) < args.processes:
             continue
-        _, rsum, rsum_anon, n = ticks[i]
-        if n < args.processes:  # a tick before every process had a row
-            continue
-        errors.append((s["t"] - d["go"], rsum - s["pss"]))
+        (ta, pa_, aa, _), (tb, pb, ab, _) = ticks[i], ticks[i + 1]
+        f = (t - ta) / (tb - ta) if tb > ta else 0.0
+        rsum, rsum_anon = pa_ + f * (pb - pa_), aa + f * (ab - aa)
+        drift = max(drift_at.get(ta) or 0, drift_at.get(tb) or 0)
+        errors.append((s["t"] - d["go"], rsum - s["pss"], drift))
         anon_errors.append((s["t"] - d["go"], rsum_anon - s["pss_anon"]))
-    during = [abs(e) for t, e in errors if 0 <= t <= d["wall_s"] + args.settle_seconds]
+    during = [abs(e) for t, e, _ in errors if 0 <= t <= d["wall_s"] + args.settle_seconds]
+    covered = [abs(e) <= (dr or 0) for t, e, dr in errors
+               if 0 <= t <= d["wall_s"] + args.settle_seconds]
+    d["drift_covers"] = sum(covered) / len(covered) if covered else None
     d["drain_bytes"] = drain_bytes
     d["err_max"] = max(during) / drain_bytes if during and drain_bytes else None
     d["err_p95"] = (sorted(during)[int(0.95 * (len(during) - 1))] / drain_bytes
                     if during and drain_bytes else None)
     d["err_mean"] = statistics.fmean(during) / drain_bytes if during and drain_bytes else None
     d["err_end"] = abs(errors[-1][1]) / drain_bytes if errors and drain_bytes else None
+    d["drift_max"] = max((dr or 0 for _, _, dr in errors), default=0) / max(drain_bytes, 1)
     during_anon = [abs(e) for t, e in anon_errors if 0 <= t <= d["wall_s"] + args.settle_seconds]
     d["anon_err_max"] = max(during_anon) / drain_bytes if during_anon and drain_bytes else None
     d["reader_pass_s"] = statistics.fmean(s["pass_s"] for s in samples)
@@ -288,17 +326,21 @@ def report(res: dict, args: argparse.Namespace) -> str:
         "## Process set and method", "",
         f"- {args.processes} processes: a Python parent touched {args.size_mib} MiB of anonymous "
         f"memory, then forked the others; all wait in `sigwait` (no wake-ups, no faults).",
-        "- `loadmem record --pid PARENT` at its defaults (interval 1 s, budget 2 %, max age "
-        "15 s, flush 5 s, mapping snapshots at the start and the stop).",
-        f"- idle window: {args.idle_seconds:.0f} s after a {args.warmup:.0f} s warm-up (the "
-        "first reads and the start snapshot); recorder CPU from `/proc/PID/task/*/schedstat` "
-        "plus its compaction children (`recorder.cpu_children`).",
+        "- `loadmem record --pid PARENT` at its defaults (interval 1 s, max age 15 s, flush "
+        "5 s, mapping snapshots at the start and the stop), budget "
+        f"{args.budget * 100:g} % (the default is 2 %).",
+        f"- first round: every process read and the start snapshot done after "
+        f"{res['steady_after_s']:.0f} s (the page walks go through the budget).",
+        f"- idle window: the {args.idle_seconds:.0f} s after that; recorder CPU from "
+        "`/proc/PID/task/*/schedstat` plus its compaction children (`recorder.cpu_children`)."
+        f" A smaps_rollup read of one of these processes cost {res['read_ms']:.1f} ms of CPU "
+        "here (measured by the benchmark before the recording).",
         f"- drain: {args.processes // 2} of the children copy {args.drain_mib} MiB each over "
         f"{args.drain_seconds:.0f} s, then {args.settle_seconds:.0f} s of quiet; an independent "
         "reader (another process) reads every smaps_rollup once a second (one pass took "
         f"{d['reader_pass_s'] * 1000:.0f} ms on average); each pass is compared with the "
-        "recorder's sum (every process's latest figure) at the last tick before the pass's "
-        "midpoint.",
+        "recorder's sum (every process's latest figure), interpolated between the two ticks "
+        "around the pass's midpoint.",
         "",
         "## Results", "",
         "| figure | measured | target |",
@@ -312,6 +354,9 @@ def report(res: dict, args: argparse.Namespace) -> str:
         f"| the same, 95th percentile / mean / at the end | {pct(d['err_p95'])} / "
         f"{pct(d['err_mean'])} / {pct(d['err_end'])} | |",
         f"| the same on Pss_Anon only, max | {pct(d['anon_err_max'])} | |",
+        f"| passes whose error the recording's `recorder.pss_drift` covers | "
+        f"{pct(d['drift_covers'])} (largest pss_drift: {pct(d['drift_max'])} of the drain) | "
+        "the recording says how far off it may be |",
         f"| drain (the reader's sum at the end minus before) | "
         f"{d['drain_bytes'] / 2**20:.0f} MiB | |",
         f"| recorder CPU during the drain (% of one core) | {pct(d['cpu_fraction'])} | "
@@ -328,7 +373,7 @@ def report(res: dict, args: argparse.Namespace) -> str:
         "",
         "Error over time (seconds after the drain began: recorder sum minus reader sum, MiB):",
         "",
-        "    " + "  ".join(f"{t:.0f}:{e / 2**20:+.1f}" for t, e in d["errors"][::5]),
+        "    " + "  ".join(f"{t:.0f}:{e / 2**20:+.1f}" for t, e, _ in d["errors"][::5]),
         "",
     ]
     if res["warnings"]:
@@ -342,7 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processes", type=int, default=64)
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--drain-mib", type=int, default=64)
-    ap.add_argument("--warmup", type=float, default=45)
+    ap.add_argument("--warmup", type=float, default=30,
+                    help="seconds before waiting for the first round of reads to end")
+    ap.add_argument("--steady-timeout", type=float, default=600,
+                    help="wait at most this long for every process to be read and the start "
+                         "snapshot to end")
+    ap.add_argument("--budget", type=float, default=0.02,
+                    help="--pss-budget as a fraction (default 0.02, the recorder's default)")
     ap.add_argument("--idle-seconds", type=float, default=180)
     ap.add_argument("--drain-seconds", type=float, default=60)
     ap.add_argument("--settle-seconds", type=float, default=30)
@@ -352,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.processes, args.size_mib, args.drain_mib = 8, 64, 8
-        args.warmup, args.idle_seconds, args.drain_seconds, args.settle_seconds = 10, 20, 10, 10
+        args.warmup, args.idle_seconds, args.drain_seconds, args.settle_seconds = 5, 20, 10, 10
+        args.steady_timeout = 120
     res = run(args)
     text = report(res, args)
     print(text)

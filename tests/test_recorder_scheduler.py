@@ -111,6 +111,15 @@ def test_drift_from_own_and_group_activity():
     s.group_changed(joined=False)  # one fewer: 40 MiB / (4 x 3)
     s.forked()  # it forked: half its private pages are the child's share now
     assert s.drift_others == pytest.approx(100 * page + 2 * MIB + 40 * MIB / 12 + 4 * MIB)
+    # two other members faulted since the read: they may have copied the same pages, so
+    # those are shared by 4 - 2 = 2 now, and each further fault moves it by half a page
+    t = PssState()
+    t.read(t=1.0, us=1, values=_values(18 * MIB, 40 * MIB, 8 * MIB), faults=0, rss=48 * MIB)
+    t.others_faulted(10, faulters={("a", 1)})  # n = 3: a sixth of a page each
+    t.others_faulted(12, faulters={("b", 1), ("a", 1)})  # n = 2: half a page each
+    assert t.drift_others == pytest.approx(10 * page / 6 + 12 * page / 2)
+    t.read(t=2.0, us=1, values=_values(18 * MIB, 40 * MIB, 8 * MIB), faults=0, rss=48 * MIB)
+    assert t.faulters == set() and t.drift_others == 0.0
     s.read(t=2.0, us=100, values=_values(8 * MIB, 0, 8 * MIB), faults=2000, rss=8 * MIB)
     assert s.drift_others == 0.0 and s.sharers is None  # shares nothing
     s.others_faulted(10**6)

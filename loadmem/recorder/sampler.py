@@ -32,16 +32,21 @@ from loadmem.recorder.cgroup_rows import CgroupRows
 from loadmem.recorder.scheduler import (
     DIRTY_MIN_BYTES,
     RECHECK_FACTOR,
+    RECHECK_SHARE,
     Candidate,
     PssState,
     TokenBucket,
-    due_split,
+    due_lists,
     update_validity,
 )
 from loadmem.recorder.selection import Key, ProcessSelector, Watched
 from loadmem.recording.schema import SMAPS_COLUMNS, meminfo_column
 
 _NULL_SMAPS: dict[str, int | None] = dict.fromkeys(SMAPS_COLUMNS.values())
+#: An idle process's ``status`` is not read while its ``stat`` reads the same, except every
+#: this many ticks (a change of the RSS split that nets out in stat's RSS and takes no
+#: fault, such as a file page reclaimed while a page is pinned in, shows up then).
+STATUS_SKIP_MAX = 30
 
 
 @dataclass
@@ -80,6 +85,7 @@ class _ProcInfo:
     stat: ProcStat | None = None
     status_text: str | None = None
     status: ProcStatus | None = None
+    status_skips: int = 0  # ticks its status was taken as unchanged because stat was
     # the last row without news (no fresh PSS, no error) and what it was built from: while
     # those are the same objects, the next row is a copy with the tick's time
     row: dict[str, Any] | None = None
@@ -138,6 +144,8 @@ class Sampler:
         self.procs: dict[Key, _ProcInfo] = {}
         self.tolerance = DIRTY_MIN_BYTES
         self.recheck = RECHECK_FACTOR * max_age
+        #: the re-checks of current figures have their own, smaller bucket
+        self.recheck_bucket = TokenBucket(bucket.budget * RECHECK_SHARE, cap_s=30.0)
         self._sampled = False  # a tick has been sampled: later arrivals change the groups
         self.rowed: set[Key] = set()  # every (pid, start_time) that has had a row
         self.failures: dict[str, int] = {}  # reason -> count over the whole recording
@@ -235,10 +243,11 @@ class Sampler:
         left: list[Watched] = []  # exec'd: their old address space left the group
         for pid, w in list(self.selector.watched.items()):
             info = self.procs.get((w.pid, w.start_time)) or self._start(w)
+            same_stat = False
             try:
                 text = self.procfs.read_pid(pid, "stat")
                 if text == info.stat_text:  # an idle process: the same text, already parsed
-                    st = info.stat
+                    st, same_stat = info.stat, True
                 else:
                     st = parse_stat(text, self.clk_tck)
                     info.stat_text, info.stat = text, st
@@ -263,7 +272,13 @@ class Sampler:
             status: ProcStatus | None = None
             if st.state == "Z":
                 errs.append("zombie")
+            elif same_stat and info.status is not None and info.status_skips < STATUS_SKIP_MAX:
+                # nothing in stat moved (faults, CPU, RSS, size): status's RSS split, swap and
+                # size follow those, so it reads the same; one pread fewer per idle process
+                status = info.status
+                info.status_skips += 1
             else:
+                info.status_skips = 0
                 try:
                     text = self.procfs.read_pid(pid, "status")
                     if text == info.status_text:
@@ -280,10 +295,17 @@ class Sampler:
             info.faults = faults
             samples.append(_Sample(info, st, status, errs, faults, max(delta, 0)))
         if group_delta:  # the others' faults move each member's PSS a little
+            faulting: dict[Key, set[Key]] = {}
             for x in samples:
-                others = group_delta.get(x.info.watched.group, 0) - x.fault_delta
+                if x.fault_delta > 0:
+                    w = x.info.watched
+                    faulting.setdefault(w.group, set()).add((w.pid, w.start_time))
+            for x in samples:
+                w = x.info.watched
+                others = group_delta.get(w.group, 0) - x.fault_delta
                 if others > 0:
-                    x.info.pss.others_faulted(others)
+                    x.info.pss.others_faulted(
+                        others, faulting.get(w.group, set()) - {(w.pid, w.start_time)})
         for w in left:
             self._group_changed(w, joined=False)
         return samples, errors
@@ -306,16 +328,21 @@ class Sampler:
             if stale:
                 reads.stale[key] = stale
             cands.append(Candidate(key, x.info.pss, drift))
-        urgent, dirty = due_split(cands, t, self.max_age, lead=self.interval,
-                                  tolerance=self.tolerance, recheck=self.recheck)
-        due = urgent + dirty
+        urgent, dirty, rechecks = due_lists(cands, t, self.max_age, lead=self.interval,
+                                            tolerance=self.tolerance, recheck=self.recheck)
+        due = urgent + dirty + rechecks
+        recheck_from = len(urgent) + len(dirty)
+        self.recheck_bucket.refill()
         for n, c in enumerate(due):
             if n == len(urgent) and self.between_reads is not None:
                 self.between_reads()  # a pending mapping snapshot: before the dirty ones
             if not self.bucket.allows:
                 self._budget_short(due[n:], t)
                 break
+            if n >= recheck_from and not self.recheck_bucket.allows:
+                break  # the re-checks' share is spent: the oldest goes first next time
             info = self.procs[c.key]
+            cpu0 = time.process_time()
             r0 = time.perf_counter()
             try:
                 text = self.procfs.read_pid(c.key[0], "smaps_rollup")
@@ -331,6 +358,8 @@ class Sampler:
                 continue
             finally:
                 self.bucket.charge()
+                if n >= recheck_from:
+                    self.recheck_bucket.spend(time.process_time() - cpu0)
             us = int((time.perf_counter() - r0) * 1e6)
             fields = parse_smaps_rollup(text)
             if not fields:  # no address space (exited between reads)
@@ -342,7 +371,7 @@ class Sampler:
             reads.fresh.add(c.key)
             reads.drift.pop(c.key, None)
             reads.stale.pop(c.key, None)
-        if not dirty and self.between_reads is not None:
+        if not dirty and not rechecks and self.between_reads is not None:
             self.between_reads()
         return reads
 

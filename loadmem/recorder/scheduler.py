@@ -51,7 +51,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: A figure whose drift (how far its PSS may have moved since the read, from what the cheap
 #: tier saw) passes this is no longer current: re-read it. A stray fault of an idle process
@@ -59,8 +59,12 @@ from dataclasses import dataclass
 DIRTY_MIN_BYTES = 1 << 20
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 DIRTY_MIN_FAULTS = DIRTY_MIN_BYTES // PAGE_SIZE
-#: A figure that stays current is re-read anyway this many ``max_age`` after its last read.
+#: A figure that stays current is re-read anyway this many ``max_age`` after its last read,
 RECHECK_FACTOR = 8
+#: with at most this share of the budget: the re-checks of many large idle processes must
+#: not make an idle recorder spend its whole budget (64 processes of 512 MiB cost 1.3 s of
+#: CPU per round here, 21 ms each); they then come less often, oldest first.
+RECHECK_SHARE = 1 / 8
 
 
 class TokenBucket:
@@ -85,6 +89,10 @@ class TokenBucket:
             new -= repay
         self.balance = min(self.cap, new)
         self._wall = wall_now
+
+    def spend(self, cpu_s: float) -> None:
+        """Charge CPU measured by the caller (a bucket that meters one kind of work)."""
+        self.balance -= max(0.0, cpu_s)
 
     def charge_spread(self, cpu_s: float) -> None:
         """Charge CPU used outside this process's clock (a compaction child) as a debt,
@@ -117,6 +125,9 @@ class PssState:
     #: bytes its PSS may have moved since the read by other processes' doing (faults of the
     #: sharing group, members joining or leaving); its own faults and RSS come on top
     drift_others: float = 0.0
+    #: the other members that took faults since the read: each may have copied a page this
+    #: process shares, so its pages can be shared by that many fewer processes now
+    faulters: set = field(default_factory=set)
     valid_t: float | None = None  # the last t at which the figure was current
     denied: bool = False  # smaps_rollup is not readable: stop trying
 
@@ -125,6 +136,7 @@ class PssState:
         self.values, self.read_t, self.read_us = values, t, us
         self.faults_at_read, self.rss_at_read = faults, rss
         self.drift_others, self.valid_t = 0.0, t
+        self.faulters = set()
 
     @property
     def sharers(self) -> float | None:
@@ -160,11 +172,17 @@ class PssState:
             own += abs(rss - self.rss_at_read)
         return own + self.drift_others
 
-    def others_faulted(self, faults: int) -> None:
-        """Other members of its sharing group took ``faults`` faults (copy-on-write breaks
-        of pages it may share): each moves its PSS by a page / (n × (n - 1))."""
+    def others_faulted(self, faults: int, faulters: Iterable = ()) -> None:
+        """Other members of its sharing group (``faulters``) took ``faults`` faults
+        (copy-on-write breaks of pages it may share): each moves its PSS by a page /
+        (n × (n - 1)), n the processes still sharing the page. n was the figure's sharing
+        degree at the read, less one for each other member that has faulted since (it may
+        have copied the same pages): four of eight copying the same pages double the others'
+        share of them."""
         n = self.sharers
         if n is not None and faults > 0:
+            self.faulters.update(faulters)
+            n = max(2.0, n - len(self.faulters))
             self.drift_others += faults * PAGE_SIZE / (n * (n - 1))
 
     def group_changed(self, joined: bool) -> None:
@@ -203,16 +221,24 @@ def due_order(cands: Iterable[Candidate], now_t: float, max_age: float,
               lead: float = 0.0, tolerance: float = DIRTY_MIN_BYTES,
               recheck: float | None = None) -> list[Candidate]:
     """The due processes, most urgent first (see module docstring)."""
-    urgent, dirty = due_split(cands, now_t, max_age, lead, tolerance, recheck)
-    return urgent + dirty
+    urgent, dirty, rechecks = due_lists(cands, now_t, max_age, lead, tolerance, recheck)
+    return urgent + dirty + rechecks
 
 
 def due_split(cands: Iterable[Candidate], now_t: float, max_age: float,
               lead: float = 0.0, tolerance: float = DIRTY_MIN_BYTES,
               recheck: float | None = None) -> tuple[list[Candidate], list[Candidate]]:
-    """The due processes as ``(urgent, rest)``: never read, then overdue (oldest first);
-    then dirty (largest drift first) and the re-checks (oldest read first). A pending
-    mapping snapshot is read in between.
+    """The due processes as ``(urgent, rest)``: ``due_lists`` with the dirty ones and the
+    re-checks together (a pending mapping snapshot is read between the two parts)."""
+    urgent, dirty, rechecks = due_lists(cands, now_t, max_age, lead, tolerance, recheck)
+    return urgent, dirty + rechecks
+
+
+def due_lists(cands: Iterable[Candidate], now_t: float, max_age: float,
+              lead: float = 0.0, tolerance: float = DIRTY_MIN_BYTES, recheck: float | None = None,
+              ) -> tuple[list[Candidate], list[Candidate], list[Candidate]]:
+    """The due processes as ``(urgent, dirty, rechecks)``: never read, then overdue (oldest
+    first); dirty (largest drift first); the re-checks (oldest read first).
 
     ``lead`` (the tick interval): a figure that would pass ``max_age`` unconfirmed before
     the next tick is overdue now. Tick times jitter by a few ms, so "would pass" allows a
@@ -251,5 +277,5 @@ def due_split(cands: Iterable[Candidate], now_t: float, max_age: float,
     overdue.sort(key=lambda x: x[0])
     dirty.sort(key=lambda x: (x[0], x[1]))
     rechecks.sort(key=lambda x: x[0])
-    return (never + [c for _, c in overdue],
-            [c for _, _, c in dirty] + [c for _, c in rechecks])
+    return (never + [c for _, c in overdue], [c for _, _, c in dirty],
+            [c for _, c in rechecks])
