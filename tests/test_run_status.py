@@ -76,4 +76,4 @@ def test_summary_memory_is_the_analysis_figures_target_processes_only(tmp_path: 
     assert lines[1].split() == ["used", "(system)", "100", "MB", "160", "MB", "+60.0", "MB"]
     assert lines[2].split() == ["sum", "RSS", "100", "MB", "100", "MB", "0", "B"]
     assert lines[3].split() == ["sum", "PSS", "20.0", "MB", "80.0", "MB", "+60.0", "MB"]
-    assert "sums over 2 target processes" in lines[4]
+    assert "sums over 2 target processes, the same at both ends" in lines[4]

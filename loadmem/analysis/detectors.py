@@ -112,9 +112,11 @@ def evidence(ctx: Context, *names: str, source: str = "system") -> dict[str, Any
 def by_phase(ctx: Context, measure: Callable[[Context], float | None],
              processes: bool = True) -> str:
     """``during load +114 MB, after load +0.2 MB``: a measure over each part of the window
-    (empty when the window is not split). A measure of the processes is split only when no
-    process appeared or exited in the window: each part would then compare other sets."""
-    if processes and any(p.appeared or p.exited for p in ctx.procs):
+    (empty when the window is not split). A measure of the processes is split only when each
+    part compares the same processes as the whole window (none appeared, exited or was first
+    read inside it): otherwise the parts would not add up to the whole."""
+    if processes and any(p.appeared or p.exited or p.late
+                         for c in (ctx, *ctx.parts) for p in c.procs):
         return ""
     bits = []
     for part in ctx.parts:

@@ -67,9 +67,13 @@ def noise_sigma(y: np.ndarray) -> float:
     return _MAD_TO_SIGMA * mad / math.sqrt(2.0)
 
 
+#: The most samples a level is made of.
+MAX_EDGE = 10
+
+
 def edge_count(n: int) -> int:
     """How many samples make up the level at each end of a window of ``n`` samples."""
-    return int(min(10, max(1, n // 10)))
+    return int(min(MAX_EDGE, max(1, n // 10)))
 
 
 class Change:

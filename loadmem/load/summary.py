@@ -47,8 +47,8 @@ def memory_lines(analysis: Analysis) -> list[str]:
     appeared, exited = (_count(analysis, "processes.appeared_count"),
                         _count(analysis, "processes.exited_count"))
     if not appeared and not exited:
-        lines.append(f"          (sums over {n} target processes; change = the same processes "
-                     "at both ends; used = MemTotal - MemAvailable)")
+        lines.append(f"          (sums over {n} target processes, the same at both ends; "
+                     "used = MemTotal - MemAvailable)")
     else:
         def rss(name: str) -> str:
             return format_figure(name, f.get(name))

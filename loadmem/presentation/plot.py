@@ -267,7 +267,7 @@ def _panel_system(ax: Axes, s: SystemSeries | None, p: ProcessSeries | None, ctx
         ("free (MemFree)", s.free, ORANGE, "--", 1.6),
         ("page cache (Cached - Shmem + Buffers)", s.cache, GREEN, "-.", 1.6),
     ]
-    if np.isfinite(s.shmem).any() and np.nanmax(s.shmem) - np.nanmin(s.shmem) > 0:
+    if np.isfinite(s.shmem).any() and np.nanmax(s.shmem) - np.nanmin(s.shmem) >= 4 << 20:
         series.append(("Shmem (tmpfs, shared memory)", s.shmem, VERMILLION, ":", 1.6))
     starts = [_start_level(s.t, v, w) for _, v, *_ in series]
     if analysis.figures.get("window.used_start_bytes") is not None:  # the analysis' own

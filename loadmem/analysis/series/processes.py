@@ -47,7 +47,7 @@ from loadmem.analysis.series.definitions import (
     identity,
 )
 from loadmem.analysis.series.system import SystemSeries, index_range
-from loadmem.analysis.trend import lead
+from loadmem.analysis.trend import MAX_EDGE, lead
 from loadmem.recording.reader import Recording
 
 _ID_COLUMNS = ("tick", "pid", "start_time", "ppid", "name", "role", "depth")
@@ -257,7 +257,9 @@ class _WindowAcc:
         self.w, self.sl = w, sl
         self.same, self.same_smaps = np.sort(same), np.sort(same_smaps)
         self.counts = counts
-        start = lead(sl)  # the start level is made of the samples up to the window's first
+        # the start level is made of the samples up to the window's first (10 at most: a
+        # phase may be measured with its window's edge count, larger than its own)
+        start = lead(sl, MAX_EDGE)
         self.acc = _Acc(start, sl.stop - start)
         self.t_lo, self.t_hi = 0.0, 0.0
         self.first: list[pa.Table] = []
