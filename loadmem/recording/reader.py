@@ -273,10 +273,9 @@ class Recording:
                     groups = None
                 else:
                     groups = list(range(pf.metadata.num_row_groups))
-                if groups is None:
-                    pieces = [pf.read(columns=read)]
-                else:
-                    pieces = [pf.read_row_group(g, columns=read) for g in groups]
+                pieces: Iterator[pa.Table] = (
+                    iter([pf.read(columns=read)]) if groups is None
+                    else (pf.read_row_group(g, columns=read) for g in groups))  # one at a time
                 for part in pieces:
                     if ticks is not None:
                         part = part.filter(pc.is_in(part.column("tick"),

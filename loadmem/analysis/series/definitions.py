@@ -102,7 +102,6 @@ SMAPS_SUMS: dict[str, tuple[str, ...]] = {
     "smaps_rss": ("smaps_rss",),
     "pss": ("pss",),  # each page divided by the processes mapping it: sums to real memory
     "pss_anon": ("pss_anon",),
-    "pss_file": ("pss_file",),
     "pss_shmem": ("pss_shmem",),
     "uss": ("private_clean", "private_dirty"),  # what the process holds alone
     "private_dirty": ("private_dirty",),

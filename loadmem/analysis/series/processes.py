@@ -163,9 +163,21 @@ def _equals(col: pa.ChunkedArray, value: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, bool)
 
 
-def _by_key(key: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray,
-                                                                        np.ndarray]:
-    """(keys, first row, last row) of each key among ``rows`` (default all), in row order."""
+def _by_key(key: np.ndarray, rows: np.ndarray | None = None,
+            idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keys, first row, last row) of each key among ``rows`` (default all), in row order.
+
+    With ``idx`` (the rows' sorted sample indices) and every process present at the first
+    and the last tick of the rows (the usual case), those two ticks' rows are the answer: no
+    sort of the whole batch."""
+    if rows is None and idx is not None and len(key):
+        first_end = int(np.searchsorted(idx, idx[0], side="right"))
+        last_start = int(np.searchsorted(idx, idx[-1], side="left"))
+        k0, k1 = key[:first_end], key[last_start:]
+        uk = np.asarray(pc.unique(pa.array(key)).to_numpy())
+        if len(uk) == len(k0) == len(k1) and np.isin(uk, k0).all() and np.isin(uk, k1).all():
+            o0, o1 = np.argsort(k0), np.argsort(k1)
+            return k0[o0], o0, last_start + o1
     rows = np.arange(len(key)) if rows is None else rows
     if len(rows) == 0:
         e = np.zeros(0, np.int64)
@@ -382,7 +394,7 @@ def read_processes(
     parents: set[int] = set()
     notes: list[str] = []
     rows = excluded_recorder = 0
-    wanted = list(dict.fromkeys([*_ID_COLUMNS, *_READ_COLUMNS, *PROCESS_VALUES]))
+    wanted = list(dict.fromkeys([*_ID_COLUMNS, "pss_fresh", *PROCESS_VALUES]))
     cheap, smaps = list(CHEAP_SUMS), list(SMAPS_SUMS)
     for tb in rec.batches("processes", wanted):
         if "tick" not in tb.column_names or "pid" not in tb.column_names:
@@ -431,11 +443,17 @@ def read_processes(
                  else np.zeros(len(pid), bool))
         w_rows = ~is_lg
         all_watched = not is_lg.any()
-        # groups, as far as this pass has seen the tree (the tables use the final grouping)
+        # lifetimes: first and last row of each process in this batch
+        ukeys, first_rows, last_rows = _by_key(key, idx=idx)
+        # groups, as far as this pass has seen the tree (the tables use the final grouping):
+        # the parents of this batch's descendants, from one row per process
         depth = _ints(tb.column("depth"), 0) if "depth" in tb.column_names else np.zeros(
             len(pid), np.int64)
         if "ppid" in tb.column_names:
-            parents.update(np.unique(_ints(tb.column("ppid"))[w_rows & (depth >= 1)]).tolist())
+            one_each = np.concatenate([first_rows, last_rows])
+            kids = one_each[w_rows[one_each] & (depth[one_each] >= 1)]
+            parents.update(_ints(tb.column("ppid").take(pa.array(kids)))
+                           .tolist() if len(kids) else [])
         group = np.where(depth >= 1, 1, 2)
         if parents:
             group[(depth <= 0) & np.isin(pid, np.fromiter(parents, np.int64))] = 0
@@ -444,11 +462,16 @@ def read_processes(
         for acc, m in ((watched, w_rows), (loadgen, is_lg)):
             if not m.any():
                 continue
-            mv = {k: v[m] for k, v in vals.items()} if not m.all() else vals
-            pc_ = _partial(idx[m] if not m.all() else idx, mv, cheap, "count")
-            ms = has_smaps[m]
-            ps_ = _partial((idx[m])[ms], {k: v[ms] for k, v in mv.items() if k in smaps},
-                           smaps, "smaps_count")
+            every = bool(m.all())
+            mv = vals if every else {k: v[m] for k, v in vals.items()}
+            im = idx if every else idx[m]
+            pc_ = _partial(im, mv, cheap, "count")
+            ms = has_smaps[m] if not every else has_smaps
+            if ms.all():
+                ps_ = _partial(im, mv, smaps, "smaps_count")
+            else:
+                ps_ = _partial(im[ms], {k: v[ms] for k, v in mv.items() if k in smaps},
+                               smaps, "smaps_count")
             _add(acc, pc_)
             _add(acc, ps_)
             if acc is watched:
@@ -459,8 +482,6 @@ def read_processes(
                 if m.any():
                     starts, at = _runs(idx[m])
                     by_group.add(_GROUP_NAMES[g], at, np.add.reduceat(vals["rss"][m], starts))
-        # lifetimes: first and last row of each process in this batch
-        ukeys, first_rows, last_rows = _by_key(key)
         parts["first"].append(_small(tb, first_rows, key, t))
         parts["last"].append(_small(tb, last_rows, key, t))
         sm = np.flatnonzero(read_here)
