@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from loadmem.analysis import container, headline, summaries, traffic
+from loadmem.analysis import attribution, container, headline, summaries, traffic
 from loadmem.analysis import detectors as det
 from loadmem.analysis.context import Context, measure, where
 from loadmem.analysis.model import Analysis, Finding, Window, severity_rank
@@ -80,6 +80,7 @@ def analyze_with_series(recording: Recording | str | Path, window: str | None = 
     tr = traffic.read_traffic(rec)
     figures = key_figures(ctx, series, wins, tr, rec, unexplained)
     view = _container(rec, ctx, wins, findings, figures, limit_horizon)
+    att = _where(rec, series, wins, findings, figures)
     phases, processes = _tables(ctx, series, wins, tr)
     analysis = Analysis(
         recording=str(rec.path),
@@ -93,6 +94,7 @@ def analyze_with_series(recording: Recording | str | Path, window: str | None = 
         meta=dict(rec.meta),
         notes=_notes(rec, series, wins, ctx),
         container=view.to_dict() if view is not None else None,
+        attribution=att.to_dict() if att is not None else None,
     )
     return Result(analysis, series, wins)
 
@@ -388,6 +390,28 @@ def _container(rec: Recording, ctx: Context, wins: Windows, findings: list[Findi
                                    rss.start if rss is not None else None, horizon=horizon)
     figures.update({k: _finite(v) for k, v in view.figures().items()})
     return view
+
+
+def _where(rec: Recording, series: RecordingSeries, wins: Windows, findings: list[Finding],
+           figures: dict[str, float | None]) -> attribution.Attribution | None:
+    """Where the memory went, mapping kind by mapping kind, between the per-mapping snapshots
+    around the window (``attribution.py``): the ``where.*`` figures (null without two
+    snapshots), and the places, the runtime and its documented remedy added to the
+    copy-on-write finding (where the growth went, to the RSS-growth finding)."""
+    # the series layer's groups, by (pid, start_time): the same names as the tables
+    groups = {(k & ((1 << 22) - 1), k >> 22): g for k, g in series.processes.groups.items()}
+    att = attribution.attribute_recording(rec, wins.main.t_start, wins.main.t_end,
+                                          groups or None)
+    figures.update({k: _finite(v) for k, v in attribution.figures(att).items()})
+    if att is None:
+        return None
+    cow = next((f for f in findings if f.id == "cow-unsharing"), None)
+    if cow is not None:
+        attribution.annotate_cow(cow, att)
+    growth = next((f for f in findings if f.id == "rss-growth"), None)
+    if growth is not None:
+        attribution.annotate_growth(growth, att)
+    return att
 
 
 # --- 7. tables and notes ---------------------------------------------------------------------

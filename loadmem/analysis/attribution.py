@@ -38,6 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loadmem.analysis.model import Finding
 from loadmem.analysis.remedies import Remedy, remedy_for
 from loadmem.analysis.runtime import CPYTHON, JVM, NODE, PHP, RUBY, Runtime, detect_runtime
 from loadmem.procfs.mapkind import KINDS
@@ -145,13 +146,20 @@ class GroupAttribution:
     def growth_sentence(self, limit: int = 3, min_share: float = 0.005) -> str:
         return _share_text(self.growth_shares(), limit, min_share)
 
+    def _places_dict(self) -> list[dict[str, Any]]:
+        """Every place, most unshared first, with its share of the unsharing (None when it
+        has none: it unshared nothing, or the group nothing on balance)."""
+        share = {id(p): s for p, s in self.shares()}
+        return [{**p.to_dict(), "unshared_share": share.get(id(p))}
+                for p in sorted(self.places, key=lambda p: (-share.get(id(p), 0.0),
+                                                            -p.unshared, -p.grown))]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "group": self.group, "processes": self.processes,
             "unshared_bytes": self.unshared, "grown_bytes": self.grown,
             "released_bytes": self.released,
-            "places": [{**p.to_dict(), "unshared_share": s} for p, s in self.shares()]
-            + [p.to_dict() for p in self.places if p.unshared <= 0],
+            "places": self._places_dict(),
             "sentence": self.sentence(), "growth_sentence": self.growth_sentence(),
             "runtime": None if self.runtime is None else {
                 "name": self.runtime.name, "version": self.runtime.version,
@@ -444,3 +452,70 @@ def attribute_recording(rec: Any, t0: float, t1: float,
     if not rec.has("mappings") or not rec.has("snapshots"):
         return None
     return attribute(rec.table("mappings"), rec.table("snapshots"), t0, t1, groups)
+
+
+#: The figures an attribution publishes (catalogue: ``figures.WHERE``).
+FIGURES = ("where.unshared_bytes", "where.unshared_anon_bytes", "where.unshared_heap_bytes",
+           "where.unshared_data_bytes", "where.unshared_stack_bytes",
+           "where.unshared_anon_ratio", "where.grown_bytes")
+
+
+def figures(att: Attribution | None) -> dict[str, float | None]:
+    """The ``where.*`` figures of an attribution (all null without one)."""
+    if att is None:
+        return dict.fromkeys(FIGURES)
+    total = att.total
+    by_kind: dict[str, float] = {}
+    for p in total.places:
+        by_kind[p.kind] = by_kind.get(p.kind, 0.0) + p.unshared
+    shares = {p.kind: 0.0 for p, _ in total.shares()}
+    for p, share in total.shares():
+        shares[p.kind] += share
+    return {
+        "where.unshared_bytes": total.unshared,
+        **{f"where.unshared_{k}_bytes": by_kind.get(k, 0.0)
+           for k in ("anon", "heap", "data", "stack")},
+        "where.unshared_anon_ratio": shares.get("anon", 0.0) if total.shares() else None,
+        "where.grown_bytes": total.grown,
+    }
+
+
+def unsharing_group(att: Attribution) -> GroupAttribution:
+    """The group that unshared the most (its runtime's remedy is the one to name), else the
+    total."""
+    groups = [g for g in att.groups if g.unshared > 0]
+    return max(groups, key=lambda g: g.unshared) if groups else att.total
+
+
+def annotate_cow(finding: Finding, att: Attribution) -> None:
+    """Add where the unsharing was, the runtime and its documented remedy (with its version
+    condition and source) to the copy-on-write finding's statement and evidence."""
+    where = att.total.sentence()
+    g = unsharing_group(att)
+    parts = []
+    if where:
+        parts.append(f"Where (per-mapping snapshots): {where}.")
+    if g.remedy is not None:
+        line = g.remedy.line.rstrip(".")
+        see = f" See {', '.join(g.remedy.sources)}" if g.remedy.sources else ""
+        parts.append(f"{line}.{see}".rstrip() + ("." if see else ""))
+    if parts:
+        finding.statement = f"{finding.statement.rstrip()} {' '.join(parts)}"
+    finding.evidence["where.unshared_bytes"] = att.total.unshared
+    finding.evidence["where"] = where or None
+    if g.runtime is not None:
+        finding.evidence["runtime"] = g.runtime.display
+    if g.remedy is not None:
+        finding.evidence["remedy"] = g.remedy.line
+        finding.evidence["remedy_applies"] = g.remedy.applies
+        finding.evidence["remedy_sources"] = list(g.remedy.sources)
+
+
+def annotate_growth(finding: Finding, att: Attribution) -> None:
+    """Add where the memory grew (new pages, per kind) to the RSS-growth finding."""
+    where = att.total.growth_sentence()
+    if where and att.total.grown > 0:
+        finding.statement = (f"{finding.statement.rstrip()} Where it grew (per-mapping "
+                             f"snapshots): {where}.")
+        finding.evidence["where.grown_bytes"] = att.total.grown
+        finding.evidence["where_grown"] = where

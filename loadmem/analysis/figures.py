@@ -265,7 +265,27 @@ CONTAINER: tuple[Metric, ...] = (
        "highest share of time some tasks of the container stalled on memory (PSI avg10, v2)",
        "memory_pressure"),
 )
-METRICS = METRICS + BREAKDOWN + CONTAINER
+#: Where the copy-on-write unsharing and the growth were, between the two per-mapping
+#: snapshots around the window (``loadmem/analysis/attribution.py``), over every target
+#: process read in both; null without snapshots.
+WHERE: tuple[Metric, ...] = (
+    _m("where.unshared_bytes", "bytes", "lower", "watched",
+       "PSS gained without new pages between the two per-mapping snapshots (copy-on-write "
+       "unsharing), summed over the processes read in both"),
+    *(
+        _m(f"where.unshared_{kind}_bytes", "bytes", "lower", "watched",
+           f"of which in {desc}")
+        for kind, desc in (("anon", "anonymous mappings (allocator arenas, runtime heaps)"),
+                           ("heap", "[heap] (brk)"),
+                           ("data", "programs' and libraries' .data and .bss"),
+                           ("stack", "stacks"))
+    ),
+    _m("where.unshared_anon_ratio", "ratio", "neutral", "watched",
+       "share of the unsharing in anonymous mappings"),
+    _m("where.grown_bytes", "bytes", "lower", "watched",
+       "new resident pages (PSS) between the two snapshots, in mappings old and new"),
+)
+METRICS = METRICS + BREAKDOWN + CONTAINER + WHERE
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 _ALIASES: dict[str, Metric] = {a: m for m in METRICS for a in m.aliases}

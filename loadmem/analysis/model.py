@@ -69,6 +69,10 @@ class Analysis:
     #: the container view (``container.ContainerView.to_dict()``) when the watched processes
     #: share a memory cgroup that is a container, was selected, or has a limit
     container: dict[str, Any] | None = None
+    #: where memory was unshared or grew, mapping kind by kind, with each group's runtime
+    #: and documented remedy (``attribution.Attribution.to_dict()``), when the recording
+    #: has two per-mapping snapshots around the window
+    attribution: dict[str, Any] | None = None
 
     @property
     def severity(self) -> Severity:

@@ -32,7 +32,7 @@ from loadmem.analysis.figures import format_figure, lookup
 from loadmem.analysis.model import Analysis, Finding, Window
 from loadmem.analysis.series import RecordingSeries
 from loadmem.errors import LoadmemError
-from loadmem.presentation import escape
+from loadmem.presentation import escape, mapping_kinds
 from loadmem.presentation.plot import PNG_DPI, render_figure
 from loadmem.recording.reader import Recording, open_recording
 from loadmem.units import format_bytes, format_duration
@@ -418,6 +418,8 @@ def render_report(
         f"{_e(analysis.headline)}</span></div>",
         _findings_html(analysis.findings),
     ]
+    if analysis.attribution:  # where, by kind of mapping; runtime and remedy
+        body.append(mapping_kinds.html(analysis.attribution))
     if notes:
         body.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     body += [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from loadmem.analysis.model import Analysis, severity_rank
+from loadmem.presentation import mapping_kinds
 from loadmem.presentation.escape import markdown
 from loadmem.presentation.text import evidence_rows, format_bytes_cell, format_ms
 from loadmem.units import format_duration
@@ -32,6 +33,8 @@ def render(analysis: Analysis, stream: TextIO) -> None:
     w("| severity | finding | statement |\n|---|---|---|\n")
     for f in sorted(a.findings, key=lambda f: -severity_rank(f.severity)):
         w(f"| {_ICON[f.severity]} {f.severity} | `{f.id}` | {_cell(f.statement)} |\n")
+    if a.attribution:  # where, by kind of mapping; runtime and remedy (mapping_kinds.py)
+        w("\n" + mapping_kinds.markdown(a.attribution))
     w(
         f"\n<details><summary>Key figures ({a.window.name} window, "
         f"{format_duration(a.window.duration)})</summary>\n\n"

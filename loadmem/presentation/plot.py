@@ -35,7 +35,7 @@ from typing import overload
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 
 from loadmem.analysis.context import where
 from loadmem.analysis.figures import format_figure
@@ -43,7 +43,7 @@ from loadmem.analysis.model import Analysis, Finding, Window, severity_rank
 from loadmem.analysis.series import RecordingSeries
 from loadmem.analysis.trend import levels
 from loadmem.errors import LoadmemError
-from loadmem.presentation import escape
+from loadmem.presentation import escape, mapping_kinds
 from loadmem.presentation.downsample import DEFAULT_MAX_POINTS, envelope_indices
 from loadmem.presentation.plot_container import panel_container
 from loadmem.presentation.plot_series import (
@@ -81,6 +81,9 @@ TITLE_LOAD = "Load: requests/s, failures/s, users"
 TITLE_LATENCY = "Latency: p95 of each interval"
 
 SUFFIXES = (".png", ".svg", ".pdf")
+#: Inches below the time panels for the mapping-kind bars (``mapping_kinds.py``), when the
+#: analysis has an attribution (two per-mapping snapshots around the window).
+WHERE_HEIGHT = 2.6
 FIGSIZE_WIDTH = 12.0
 PNG_DPI = 100
 
@@ -558,9 +561,18 @@ def render_figure(
     if data.load is not None:
         panels += ["load", "latency"]
         ratios += [0.75, 0.55]
-    fig = Figure(figsize=(FIGSIZE_WIDTH, 1.2 + 2.0 * sum(ratios)), layout="constrained")
+    height = 1.2 + 2.0 * sum(ratios)
+    where = analysis.attribution  # the mapping-kind bars below the time panels
+    fig = Figure(figsize=(FIGSIZE_WIDTH, height + (WHERE_HEIGHT if where else 0.0)),
+                 layout="constrained")
     FigureCanvasAgg(fig)
-    axs = fig.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": ratios})
+    host: Figure | SubFigure = fig
+    if where:
+        subs = fig.subfigures(2, 1, height_ratios=[height, WHERE_HEIGHT])
+        assert isinstance(subs, np.ndarray)  # two subfigures: an array of them
+        host = subs[0]
+        mapping_kinds.draw(subs[1], where)
+    axs = host.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": ratios})
     axes = dict(zip(panels, axs, strict=True))
     _phase_strip(axes["phases"], ctx)
     for ax in axs[1:]:

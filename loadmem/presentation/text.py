@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from loadmem.analysis.figures import format_figure, format_value
 from loadmem.analysis.model import Analysis, severity_rank
+from loadmem.presentation import mapping_kinds
 from loadmem.presentation.escape import terminal
 from loadmem.units import format_bytes, format_duration
 
@@ -136,6 +137,8 @@ def render(analysis: Analysis, stream: TextIO, width: int = 100) -> None:
         w(f"  [{f.severity}] {f.id}\n")
         for line in _wrap(terminal(f.statement), "      ", width):
             w(line + "\n")
+    if a.attribution:  # where, by kind of mapping; runtime and remedy (mapping_kinds.py)
+        w("\n" + mapping_kinds.text_block(a.attribution))
     win = a.window
     w(
         f"\nEvidence ({win.name} window, {format_duration(win.t_start)} to "

@@ -11,6 +11,8 @@ the workers write and one after.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import signal
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from loadmem.analysis import analyze
 from loadmem.analysis.attribution import (
     Place,
     Round,
@@ -33,6 +36,8 @@ from loadmem.analysis.attribution import (
 )
 from loadmem.analysis.remedies import PY_GC_FREEZE, RUBY_WARMUP
 from loadmem.analysis.runtime import Runtime
+from loadmem.presentation import json_report, markdown, text
+from loadmem.presentation.plot import render_figure
 from loadmem.recorder.recorder import Recorder, RecordOptions
 from loadmem.recorder.selection import Selection
 from loadmem.recording import open_recording
@@ -118,9 +123,10 @@ def _wait(pred, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def record_around(tree: Tree, out: Path):
+def record_around(tree: Tree, out: Path, linger: float = 0.0):
     """Record the tree: a snapshot before the workers write (``baseline_end``), one at the
-    stop after they wrote; return the attribution between them."""
+    stop after they wrote (``linger`` seconds later, for the PSS reads to catch up); return
+    the attribution between them."""
     rec = Recorder(RecordOptions(out=out, interval=0.1, flush=0.5, handle_signals=False,
                                  selection=Selection(pids=[tree.pid])))
     th = threading.Thread(target=rec.run, daemon=True)
@@ -130,6 +136,7 @@ def record_around(tree: Tree, out: Path):
         rec.snapshot("baseline_end")
         _wait(lambda: rec.snapshots_done >= 2)
         tree.write()
+        time.sleep(linger)
     finally:
         rec.stop("test")
         th.join(timeout=60)
@@ -148,12 +155,19 @@ def _top(group) -> tuple[Place, float]:
 
 
 # --- CPython ----------------------------------------------------------------------------------
-def test_cpython_workers_unsharing_through_the_gc(tmp_path):
+@pytest.fixture(scope="module")
+def cpython(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cpython") / "rec"
     tree = Tree([sys.executable, "-c", PY_PREFORK])
     try:
-        att = record_around(tree, tmp_path / "rec")
+        att = record_around(tree, out, linger=1.5)
     finally:
         tree.close()
+    return out, att
+
+
+def test_cpython_workers_unsharing_through_the_gc(cpython):
+    _, att = cpython
     workers = att.group("worker")
     assert workers is not None and workers.processes == 2 and att.compared == 3
     assert workers.unshared >= 8 * MiB, workers.to_dict()
@@ -171,6 +185,60 @@ def test_cpython_workers_unsharing_through_the_gc(tmp_path):
     d = att.to_dict()
     assert d["total"]["places"][0]["kind"] == "anon"
     assert d["groups"][1]["runtime"]["name"] == "cpython"
+
+
+def test_the_verdict_names_where_the_runtime_and_the_remedy(cpython):
+    """``loadmem analyze`` (whole recording): the copy-on-write finding says where, which
+    runtime and its documented remedy with the link; every output shows the breakdown."""
+    path, _ = cpython
+    a = analyze(path, window="whole")
+    cow = a.finding("cow-unsharing")
+    assert cow is not None, [f.id for f in a.findings]
+    assert "Where (per-mapping snapshots): " in cow.statement
+    assert "anonymous mappings (CPython object arenas)" in cow.statement
+    assert "gc.freeze()" in cow.statement and PY_GC_FREEZE in cow.statement
+    assert "needs CPython >= 3.7" in cow.statement
+    assert cow.evidence["runtime"].startswith("CPython 3.") and cow.evidence["remedy_applies"]
+    assert a.figures["where.unshared_anon_ratio"] >= 0.8
+    assert a.figures["where.unshared_bytes"] >= 8 * MiB
+    # both snapshots before the writes sit at the window's start: the later one is taken
+    assert a.attribution is not None and a.attribution["start"]["reason"] == "baseline_end"
+    out = io.StringIO()
+    text.render(a, out)
+    assert "\nWhere (per-mapping snapshots baseline_end -> stop" in out.getvalue()
+    md = io.StringIO()
+    markdown.render(a, md)
+    assert "**Where**" in md.getvalue() and "<https://docs.python.org/3/library/gc.html" \
+        "#gc.freeze>" in md.getvalue()
+    doc = json.loads(_json(a))
+    assert doc["attribution"]["total"]["places"][0]["kind"] == "anon"
+    assert doc["figures"]["where.unshared_anon_ratio"] >= 0.8
+    fig = render_figure(path, a)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("workers (2, CPython 3.") for t in titles), titles
+
+
+def _json(a) -> str:
+    out = io.StringIO()
+    json_report.render(a, out)
+    return out.getvalue()
+
+
+def test_no_snapshots_no_attribution(tmp_path):
+    """A recording made with --no-mappings: no attribution, the where.* figures null."""
+    tree = Tree([sys.executable, "-c", PY_PREFORK])
+    try:
+        done = subprocess.run([sys.executable, "-m", "loadmem", "record", "--pid",
+                               str(tree.pid), "--out", str(tmp_path / "rec"), "--interval",
+                               "0.2s", "--duration", "1s", "--no-mappings"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    finally:
+        tree.close()
+    a = analyze(tmp_path / "rec", window="whole")
+    assert a.attribution is None
+    assert all(a.figures[k] is None for k in a.figures if k.startswith("where."))
+    assert len([k for k in a.figures if k.startswith("where.")]) == 7
 
 
 # --- a C program --------------------------------------------------------------------------------
