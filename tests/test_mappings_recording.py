@@ -331,3 +331,17 @@ def test_no_mappings_option(cow_exe, tmp_path):
         cow.close()
     rec = open_recording(tmp_path / "rec")
     assert rec.table("mappings").num_rows == 0 and not rec.has("snapshots")
+
+
+def test_run_passes_the_mapping_options_to_the_recorder(tmp_path):
+    from loadmem.load.recorder_link import RecorderProcess
+
+    assert "--no-mappings" in RecorderProcess(tmp_path, mappings=False).cmd
+    cmd = RecorderProcess(tmp_path, mappings_every=600.0).cmd
+    assert cmd[cmd.index("--mappings-every") + 1] == "600.0s"
+    assert not {"--no-mappings", "--mappings-every"} & set(RecorderProcess(tmp_path).cmd)
+    from loadmem.cli.main import build_parser
+
+    args = build_parser().parse_args(["run", "demo", "--target", "demo",
+                                      "--mappings-every", "10m", "--no-mappings"])
+    assert args.mappings_every == 600.0 and args.no_mappings

@@ -167,6 +167,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--pss-max-age", type=duration_arg, default=None, metavar="D",
                    help="re-read each process's PSS at least this often, budget permitting "
                         "(default: the recorder's, 15s; processes that fault are re-read sooner)")
+    r.add_argument("--mappings-every", type=duration_arg, default=None, metavar="D",
+                   help="also snapshot every mapping of the target processes (smaps) every D "
+                        "of a long run; always taken at the end of each phase")
+    r.add_argument("--no-mappings", action="store_true",
+                   help="take no per-mapping snapshots (the verdict then cannot say where "
+                        "memory was unshared)")
     d = parser.add_argument_group("demo server (--target demo)")
     d.add_argument("--demo-variant", choices=("default", "frozen"), default="default",
                    help="default: idle GC unshares the preloaded table (memory drains with flat "
@@ -261,6 +267,8 @@ def build_options(args: argparse.Namespace) -> RunOptions:
         interval=args.interval,
         pss_budget=args.pss_budget,
         pss_max_age=args.pss_max_age,
+        mappings=not args.no_mappings,
+        mappings_every=args.mappings_every,
         heartbeat=args.heartbeat,
         argv=["loadmem", *sys.argv[1:]],
     )

@@ -89,6 +89,8 @@ class RunOptions:
     interval: float | None = None  # recorder defaults when None
     pss_budget: float | None = None
     pss_max_age: float | None = None
+    mappings: bool = True  # per-mapping snapshots at the phase ends (docs/recorder.md)
+    mappings_every: float | None = None
     interrupt_observe: float = 60.0
     heartbeat: float = 30.0  # seconds between CI heartbeat lines (no terminal); 0: none
     argv: list[str] = field(default_factory=list)
@@ -321,7 +323,7 @@ class Orchestrator:
                 recorder = RecorderProcess(
                     o.out, ports=ports, pids=o.watch_pids, matches=o.watch_matches,
                     interval=o.interval, pss_budget=o.pss_budget, pss_max_age=o.pss_max_age,
-                    label=o.label)
+                    label=o.label, mappings=o.mappings, mappings_every=o.mappings_every)
             meta = recorder.start()
             self.start_mono = float(meta["start_monotonic"])
             self.locust = plan.locust

@@ -89,6 +89,8 @@ class RecorderProcess:
         pss_budget: float | None = None,
         pss_max_age: float | None = None,
         label: str | None = None,
+        mappings: bool = True,
+        mappings_every: float | None = None,
     ):
         self.out = out
         self.status = StatusLog()
@@ -109,6 +111,10 @@ class RecorderProcess:
             cmd += ["--pss-max-age", f"{pss_max_age}s"]
         if label:
             cmd += ["--label", label]
+        if not mappings:
+            cmd += ["--no-mappings"]
+        elif mappings_every is not None:
+            cmd += ["--mappings-every", f"{mappings_every}s"]
         self.cmd = cmd
         self._log: IO[bytes] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
