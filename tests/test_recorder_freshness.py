@@ -193,3 +193,29 @@ def test_a_fork_moves_the_parent_and_it_is_read_again(tmp_path):
     assert len(reads) == 2, [(r["t"], r["pss"]) for r in reads]  # at the start, after the fork
     assert reads[1]["pss"] < 0.7 * reads[0]["pss"]  # it halved its 16 MiB
     assert abs(rows[-1]["pss_anon"] - alone) <= 0.05 * alone
+
+
+def test_a_process_born_during_the_recording_is_read_on_its_first_tick(tmp_path):
+    """Even with the budget spent: a new worker's first figure is the baseline of all that
+    follows (it may copy megabytes within a second of its birth)."""
+    tree = _Tree(tmp_path, 16, 1)
+    parent = tree.pids[0]
+    try:
+        out = tmp_path / "rec"
+        # 0.01 % of a core: the first read of the parent empties the bucket for minutes
+        proc = _record(out, parent, "--pss-budget", "0.01%", "--duration", "3s")
+        assert proc.stdout is not None
+        for _ in range(4):
+            proc.stdout.readline()
+        os.kill(parent, signal.SIGUSR2)  # fork one more child
+        _finish(proc)
+    finally:
+        tree.kill()
+    rec = open_recording(out)
+    rows = rec.table("processes").to_pylist()
+    child = [r for r in rows if r["pid"] != parent]
+    assert child, "the child was not watched"
+    assert child[0]["pss_fresh"] and child[0]["pss"] > 0  # read on its first tick
+    own = rec.table("recorder").to_pylist()
+    births = [r for r in own if r["t"] == child[0]["t"]]
+    assert births[0]["budget_s"] < 0  # the budget was spent, and the read was made anyway

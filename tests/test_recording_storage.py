@@ -163,3 +163,30 @@ def test_periodic_compaction_keeps_every_row_once(tmp_path):
     assert (seg_dir / "rec-000013.parquet").exists()
     finalize(tmp_path)
     assert pq.read_table(tmp_path / "system.parquet").column("t").to_pylist() == list(range(37))
+
+
+def test_finalize_after_an_interrupted_merge_writes_each_row_once(tmp_path, monkeypatch):
+    """A merge interrupted after its merged file was renamed into place, before the segments
+    were removed: merging again keeps each row once (the merged file wins), and takes the
+    rows of a segment written after it."""
+    from loadmem.recording import writer as writer_mod
+
+    write_meta(tmp_path, {"schema_version": 1, "status": "recording"})
+    w = TableWriter(tmp_path, "system", system_schema(["MemTotal", "MemAvailable"]))
+    for seg in range(3):
+        w.extend(_rows(4, t0=seg * 4))
+        w.flush()
+    real_rmtree = writer_mod.shutil.rmtree
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer_mod.shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finalize(tmp_path)
+    assert (tmp_path / "system.parquet").exists() and (tmp_path / "system").is_dir()
+    monkeypatch.setattr(writer_mod.shutil, "rmtree", real_rmtree)
+    w.extend(_rows(2, t0=12))  # a segment after the interrupted merge
+    w.flush()
+    finalize(tmp_path)
+    assert pq.read_table(tmp_path / "system.parquet").column("t").to_pylist() == list(range(14))

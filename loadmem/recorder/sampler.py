@@ -47,6 +47,9 @@ _NULL_SMAPS: dict[str, int | None] = dict.fromkeys(SMAPS_COLUMNS.values())
 #: this many ticks (a change of the RSS split that nets out in stat's RSS and takes no
 #: fault, such as a file page reclaimed while a page is pinned in, shows up then).
 STATUS_SKIP_MAX = 30
+#: At most this many processes born since the first tick are read on their first tick when
+#: the budget's balance is not positive (the reads are charged all the same).
+BIRTH_READS_MAX = 4
 
 
 @dataclass
@@ -333,12 +336,18 @@ class Sampler:
         due = urgent + dirty + rechecks
         recheck_from = len(urgent) + len(dirty)
         self.recheck_bucket.refill()
+        births = 0
         for n, c in enumerate(due):
             if n == len(urgent) and self.between_reads is not None:
                 self.between_reads()  # a pending mapping snapshot: before the dirty ones
             if not self.bucket.allows:
-                self._budget_short(due[n:], t)
-                break
+                # a process born during the recording is read on its first tick whatever
+                # the balance: its first figure is the baseline of all that follows, and a
+                # worker may copy megabytes within a second of its birth (gc, imports)
+                if not (self._sampled and c.state.read_t is None and births < BIRTH_READS_MAX):
+                    self._budget_short(due[n:], t)
+                    break
+                births += 1
             if n >= recheck_from and not self.recheck_bucket.allows:
                 break  # the re-checks' share is spent: the oldest goes first next time
             info = self.procs[c.key]
