@@ -228,15 +228,15 @@ def run(args: argparse.Namespace) -> dict:
     rec = open_recording(out)
     start = float(rec.meta["start_monotonic"])
     own = rec.table("recorder").to_pylist()
-    procs = rec.table("processes", ["t", "tick", "pss", "pss_anon", "pss_fresh",
-                                    "pss_stale_s"]).to_pylist()
-    # the recorder's sum at each tick: every process's latest figure
+    procs = rec.table("processes", ["t", "tick", "pss", "pss_anon", "pss_est"]).to_pylist()
+    # the recorder's sums at each tick: every process's latest figure; its estimate
     per_tick: dict[int, list] = {}
     for r in procs:
-        e = per_tick.setdefault(r["tick"], [r["t"], 0, 0, 0])
+        e = per_tick.setdefault(r["tick"], [r["t"], 0, 0, 0, 0])
         e[1] += r["pss"] or 0
         e[2] += r["pss_anon"] or 0
         e[3] += 1
+        e[4] += r["pss_est"] if r["pss_est"] is not None else (r["pss"] or 0)
     ticks = sorted(per_tick.values())
     tick_t = [x[0] for x in ticks]
     drift_at = {x["t"]: x.get("pss_drift") for x in own}
@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> dict:
     base = before[-1] if before else samples[0]
     end = samples[-1]
     drain_bytes = end["pss"] - base["pss"]
-    errors, anon_errors = [], []
+    errors, anon_errors, est_errors = [], [], []
     for s in samples:
         # the recorder's sum at the reader's moment: between the ticks around it (the truth
         # moves between two ticks too; this takes the 1 s interval out of the comparison)
@@ -271,11 +271,12 @@ def run(args: argparse.Namespace) -> dict:
         i = bisect.bisect_right(tick_t, t) - 1
         if i < 0 or i + 1 >= len(ticks) or min(ticks[i][3], ticks[i + 1][3]) < args.processes:
             continue
-        (ta, pa_, aa, _), (tb, pb, ab, _) = ticks[i], ticks[i + 1]
+        (ta, pa_, aa, _, ea), (tb, pb, ab, _, eb) = ticks[i], ticks[i + 1]
         f = (t - ta) / (tb - ta) if tb > ta else 0.0
         rsum, rsum_anon = pa_ + f * (pb - pa_), aa + f * (ab - aa)
         drift = max(drift_at.get(ta) or 0, drift_at.get(tb) or 0)
         errors.append((s["t"] - d["go"], rsum - s["pss"], drift))
+        est_errors.append((s["t"] - d["go"], ea + f * (eb - ea) - s["pss"]))
         anon_errors.append((s["t"] - d["go"], rsum_anon - s["pss_anon"]))
     during = [abs(e) for t, e, _ in errors if 0 <= t <= d["wall_s"] + args.settle_seconds]
     covered = [abs(e) <= (dr or 0) for t, e, dr in errors
@@ -290,6 +291,10 @@ def run(args: argparse.Namespace) -> dict:
     d["drift_max"] = max((dr or 0 for _, _, dr in errors), default=0) / max(drain_bytes, 1)
     during_anon = [abs(e) for t, e in anon_errors if 0 <= t <= d["wall_s"] + args.settle_seconds]
     d["anon_err_max"] = max(during_anon) / drain_bytes if during_anon and drain_bytes else None
+    during_est = [abs(e) for t, e in est_errors if 0 <= t <= d["wall_s"] + args.settle_seconds]
+    d["est_err_max"] = max(during_est) / drain_bytes if during_est and drain_bytes else None
+    d["est_err_mean"] = (statistics.fmean(during_est) / drain_bytes
+                         if during_est and drain_bytes else None)
     d["reader_pass_s"] = statistics.fmean(s["pass_s"] for s in samples)
     drain_rows = window(d["go"], d["go"] + d["wall_s"] + args.settle_seconds)
     d["children_cpu_s"] = _recorder_children_cpu(rec, d["go"] - start, d["drained"] - start)
@@ -354,6 +359,8 @@ def report(res: dict, args: argparse.Namespace) -> str:
         f"| the same, 95th percentile / mean / at the end | {pct(d['err_p95'])} / "
         f"{pct(d['err_mean'])} / {pct(d['err_end'])} | |",
         f"| the same on Pss_Anon only, max | {pct(d['anon_err_max'])} | |",
+        f"| the same for the recorder's estimate (`pss_est`, not a figure), max / mean | "
+        f"{pct(d['est_err_max'])} / {pct(d['est_err_mean'])} | |",
         f"| passes whose error the recording's `recorder.pss_drift` covers | "
         f"{pct(d['drift_covers'])} (largest pss_drift: {pct(d['drift_max'])} of the drain) | "
         "the recording says how far off it may be |",

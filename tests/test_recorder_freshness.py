@@ -219,3 +219,45 @@ def test_a_process_born_during_the_recording_is_read_on_its_first_tick(tmp_path)
     own = rec.table("recorder").to_pylist()
     births = [r for r in own if r["t"] == child[0]["t"]]
     assert births[0]["budget_s"] < 0  # the budget was spent, and the read was made anyway
+
+
+def test_the_estimate_follows_a_drain_the_budget_cannot_read(tmp_path):
+    """Figures are never estimated; ``pss_est`` is, next to them. With every process read
+    once and the budget then spent, 8 of 16 copy their 16 MiB: no figure is read again, the
+    summed ``pss`` stays where it was, the summed ``pss_est`` lands within 5 % of the
+    drain of an independent reader, and ``pss_drift`` covers the figures' error."""
+    import datetime as dt
+
+    from loadmem.procfs.reader import ProcFS
+    from loadmem.recorder.sampler import Sampler
+    from loadmem.recorder.scheduler import TokenBucket
+    from loadmem.recorder.selection import ProcessSelector, Selection
+
+    tree = _Tree(tmp_path, 16, 16)
+    try:
+        fs = ProcFS()
+        sel = ProcessSelector(Selection(pids=[tree.pids[0]]), fs)
+        sel.check_initial()
+        bucket = TokenBucket(1.0, cap_s=10.0)  # room for the first reads of all sixteen
+        sampler = Sampler(sel, bucket, fs, max_age=60.0, interval=1.0, read_cgroups=False)
+        first = sampler.tick(0, 0.0, dt.datetime.now(dt.UTC))
+        assert all(r["pss_fresh"] for r in first.processes) and len(first.processes) == 16
+        before = _pss(tree.pids)
+        bucket.budget, bucket.balance = 1e-9, -1.0  # spent: no read from now on
+        for pid in tree.pids[1:9]:
+            os.kill(pid, signal.SIGUSR1)
+        for _ in range(8):
+            assert tree.p.stdout.readline().startswith("done")
+        after = _pss(tree.pids)
+        rows = sampler.tick(1, 1.0, dt.datetime.now(dt.UTC)).processes
+    finally:
+        tree.kill()
+    drain = after - before
+    assert drain > 0.8 * 8 * 16 * MIB
+    assert not any(r["pss_fresh"] for r in rows)
+    figures = sum(r["pss_anon"] for r in rows)
+    assert abs(figures - before) < 0.05 * drain  # the figures: as read, before the drain
+    pss = sum(r["pss"] for r in rows)
+    est = sum(r["pss_est"] for r in rows)
+    assert abs(est - (pss + drain)) <= 0.05 * drain, (est - pss, drain)
+    assert sum(r["pss_drift"] for r in rows) >= 0.9 * drain  # the figures say how far off

@@ -127,6 +127,25 @@ def test_drift_from_own_and_group_activity():
     assert s.drift(faults=2000, rss=8 * MIB) == 0.0  # nobody else can move its PSS
 
 
+def test_estimate_of_the_pss_now():
+    """pss_est: the figure read, its RSS change, (1 - 1/n) of a page per fault beyond its RSS
+    growth, and the others' copies at 1 / (n0 (n0 - k)) of a page each (k workers copying
+    the same pages); a fork takes half its private pages away."""
+    page = PAGE_SIZE
+    s = PssState()
+    assert s.estimate(faults=5, rss=1) is None
+    s.read(t=1.0, us=1, values=_values(18 * MIB, 40 * MIB, 8 * MIB), faults=1000,
+           rss=48 * MIB)  # shared by 4 on average
+    assert s.estimate(1000, 48 * MIB) == 18 * MIB
+    # 256 faults, 64 of them new pages (RSS +64 pages): 192 copies at 3/4 of a page
+    assert s.estimate(1256, 48 * MIB + 64 * page) == pytest.approx(
+        18 * MIB + 64 * page + 192 * page * 3 / 4)
+    s.others_faulted(120, faulters={("a", 1), ("b", 1)}, cow=120)  # 1 / (4 x 2) each
+    assert s.estimate(1000, 48 * MIB) == pytest.approx(18 * MIB + 15 * page)
+    s.forked()
+    assert s.estimate(1000, 48 * MIB) == pytest.approx(18 * MIB + 15 * page - 4 * MIB)
+
+
 def test_validity_follows_the_drift():
     s = PssState()
     assert update_validity(s, 0.0, t=1.0) == 0.0 and s.valid_t is None  # never read

@@ -31,6 +31,7 @@ from loadmem.procfs.status import ProcStatus, parse_status
 from loadmem.recorder.cgroup_rows import CgroupRows
 from loadmem.recorder.scheduler import (
     DIRTY_MIN_BYTES,
+    PAGE_SIZE,
     RECHECK_FACTOR,
     RECHECK_SHARE,
     Candidate,
@@ -81,6 +82,7 @@ class _ProcInfo:
     comm: str | None = None
     cgroup: CgroupRef | None = None
     faults: int | None = None  # minflt + majflt at the last tick (None: not sampled yet)
+    rss: int | None = None  # VmRSS at the last tick
     pss: PssState = field(default_factory=PssState)
     # the last stat/status texts and what they parsed to: an idle process's files read the
     # same from tick to tick, and comparing two strings is cheaper than parsing one
@@ -105,6 +107,7 @@ class _Sample:
     errors: list[str]
     faults: int = 0  # minflt + majflt now
     fault_delta: int = 0  # since the last tick
+    cow_delta: int = 0  # of which beyond its RSS growth: most likely copy-on-write breaks
 
 
 @dataclass
@@ -296,19 +299,26 @@ class Sampler:
             if delta > 0:
                 group_delta[w.group] = group_delta.get(w.group, 0) + delta
             info.faults = faults
-            samples.append(_Sample(info, st, status, errs, faults, max(delta, 0)))
+            rss = status.rss if status is not None else None
+            grew = rss - info.rss if rss is not None and info.rss is not None else 0
+            cow = max(0, delta - max(0, grew) // PAGE_SIZE)
+            info.rss = rss
+            samples.append(_Sample(info, st, status, errs, faults, max(delta, 0), cow))
         if group_delta:  # the others' faults move each member's PSS a little
             faulting: dict[Key, set[Key]] = {}
+            group_cow: dict[Key, int] = {}
             for x in samples:
                 if x.fault_delta > 0:
                     w = x.info.watched
                     faulting.setdefault(w.group, set()).add((w.pid, w.start_time))
+                    group_cow[w.group] = group_cow.get(w.group, 0) + x.cow_delta
             for x in samples:
                 w = x.info.watched
                 others = group_delta.get(w.group, 0) - x.fault_delta
                 if others > 0:
                     x.info.pss.others_faulted(
-                        others, faulting.get(w.group, set()) - {(w.pid, w.start_time)})
+                        others, faulting.get(w.group, set()) - {(w.pid, w.start_time)},
+                        cow=group_cow.get(w.group, 0) - x.cow_delta)
         for w in left:
             self._group_changed(w, joined=False)
         return samples, errors
@@ -407,8 +417,12 @@ class Sampler:
             fresh = key in reads.fresh
             drift = 0 if zombie else int(reads.drift.get(key, 0.0))
             stale = 0.0 if zombie else reads.stale.get(key, 0.0)
+            est = values.get("pss")
+            if drift and not fresh:  # something moved since the read: the likely PSS now
+                e = s.estimate(x.faults, status.rss if status else None)
+                est = None if e is None else int(e)
             made_from = (st, status, values, info.cmdline, w.role, w.depth, s.read_t, s.read_us,
-                         drift, stale)
+                         drift, stale, est)
             if info.row is not None and not errs and not fresh and made_from == info.row_from:
                 row = info.row.copy()  # an idle process: only the time moved
                 row.update(common)
@@ -433,6 +447,7 @@ class Sampler:
                     "pss_read_us": None if zombie else s.read_us,
                     "pss_drift": None if s.read_t is None or zombie else drift,
                     "pss_stale_s": None if s.read_t is None or zombie else stale,
+                    "pss_est": est,
                     "error": ";".join(errs) if errs else None,
                 }
                 news = errs or fresh

@@ -128,6 +128,9 @@ class PssState:
     #: the other members that took faults since the read: each may have copied a page this
     #: process shares, so its pages can be shared by that many fewer processes now
     faulters: set = field(default_factory=set)
+    #: the signed counterpart of drift_others: what the others' doing most likely did to its
+    #: PSS (their copy-on-write breaks raise it, a fork lowers it, an exit raises it)
+    change_others: float = 0.0
     valid_t: float | None = None  # the last t at which the figure was current
     denied: bool = False  # smaps_rollup is not readable: stop trying
 
@@ -135,7 +138,7 @@ class PssState:
              rss: int | None) -> None:
         self.values, self.read_t, self.read_us = values, t, us
         self.faults_at_read, self.rss_at_read = faults, rss
-        self.drift_others, self.valid_t = 0.0, t
+        self.drift_others, self.change_others, self.valid_t = 0.0, 0.0, t
         self.faulters = set()
 
     @property
@@ -172,30 +175,57 @@ class PssState:
             own += abs(rss - self.rss_at_read)
         return own + self.drift_others
 
-    def others_faulted(self, faults: int, faulters: Iterable = ()) -> None:
+    def _sharers_now(self) -> float | None:
+        n = self.sharers
+        return None if n is None else max(2.0, n - len(self.faulters))
+
+    def estimate(self, faults: int, rss: int | None) -> float | None:
+        """The most likely PSS now (an estimate, never a figure; None when never read): the
+        figure read, plus its RSS change (new pages are its own), plus a page × (1 - 1/n)
+        for each fault beyond its RSS growth (a copy-on-write break: the page was 1/n of
+        it, now it is all its own), plus what the others most likely did to it."""
+        if self.read_t is None or not self.values or self.values.get("pss") is None:
+            return None
+        d_rss = rss - self.rss_at_read if rss is not None and self.rss_at_read is not None else 0
+        cow = max(0, faults - self.faults_at_read - max(0, d_rss) // PAGE_SIZE)
+        n = self._sharers_now()
+        own_cow = cow * PAGE_SIZE * (1 - 1 / n) if n is not None else 0.0
+        return self.values["pss"] + d_rss + own_cow + self.change_others
+
+    def others_faulted(self, faults: int, faulters: Iterable = (),
+                       cow: int | None = None) -> None:
         """Other members of its sharing group (``faulters``) took ``faults`` faults
         (copy-on-write breaks of pages it may share): each moves its PSS by a page /
         (n × (n - 1)), n the processes still sharing the page. n was the figure's sharing
         degree at the read, less one for each other member that has faulted since (it may
         have copied the same pages): four of eight copying the same pages double the others'
         share of them."""
-        n = self.sharers
-        if n is not None and faults > 0:
+        n0 = self.sharers
+        if n0 is not None and faults > 0:
             self.faulters.update(faulters)
-            n = max(2.0, n - len(self.faulters))
+            k = min(len(self.faulters), n0 - 1)
+            n = max(2.0, n0 - k)
             self.drift_others += faults * PAGE_SIZE / (n * (n - 1))
+            # the estimate: their faults beyond their RSS growth (copies), and the most
+            # common case, k workers copying the same pages: a page goes from 1/n0 to
+            # 1/(n0 - k) of it in k faults, 1/(n0 (n0 - k)) of a page each
+            copies = faults if cow is None else cow
+            self.change_others += copies * PAGE_SIZE / (n0 * max(1.0, n0 - k))
 
     def group_changed(self, joined: bool) -> None:
         """A process joined (fork) or left (exit, exec) its sharing group: every shared page
         gained or lost a sharer, S / (n × (n ± 1)) in all."""
         n = self.sharers
         if n is not None:
-            self.drift_others += self.shared_bytes / (n * (n + 1 if joined else n - 1))
+            moved = self.shared_bytes / (n * (n + 1 if joined else n - 1))
+            self.drift_others += moved
+            self.change_others += -moved if joined else moved
 
     def forked(self) -> None:
         """It forked: its private pages are shared with the child now, half its PSS of them."""
         if self.values is not None:
             self.drift_others += self.private_bytes / 2
+            self.change_others -= self.private_bytes / 2
 
 
 @dataclass

@@ -88,6 +88,8 @@ PROCESS_FIELDS = [
     # how long the figure has gone unconfirmed (0: current; see docs/recorder.md)
     pa.field("pss_drift", pa.int64()),
     pa.field("pss_stale_s", pa.float64()),
+    # an estimate, not a figure: the PSS most likely now, from the read and what moved since
+    pa.field("pss_est", pa.int64()),
     pa.field("error", DICT),  # why a tier failed on this row: "smaps:access-denied", ...
 ]
 
