@@ -184,13 +184,14 @@ class PssState:
         figure read, plus its RSS change (new pages are its own), plus a page × (1 - 1/n)
         for each fault beyond its RSS growth (a copy-on-write break: the page was 1/n of
         it, now it is all its own), plus what the others most likely did to it."""
-        if self.read_t is None or not self.values or self.values.get("pss") is None:
+        pss = self.values.get("pss") if self.values else None
+        if self.read_t is None or pss is None:
             return None
         d_rss = rss - self.rss_at_read if rss is not None and self.rss_at_read is not None else 0
         cow = max(0, faults - self.faults_at_read - max(0, d_rss) // PAGE_SIZE)
         n = self._sharers_now()
         own_cow = cow * PAGE_SIZE * (1 - 1 / n) if n is not None else 0.0
-        return self.values["pss"] + d_rss + own_cow + self.change_others
+        return pss + d_rss + own_cow + self.change_others
 
     def others_faulted(self, faults: int, faulters: Iterable = (),
                        cow: int | None = None) -> None:
