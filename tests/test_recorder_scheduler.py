@@ -144,6 +144,14 @@ def test_estimate_of_the_pss_now():
     assert s.estimate(1000, 48 * MIB) == pytest.approx(18 * MIB + 15 * page)
     s.forked()
     assert s.estimate(1000, 48 * MIB) == pytest.approx(18 * MIB + 15 * page - 4 * MIB)
+    # with status's split: file pages count as much as its file pages did (a quarter here)
+    f = PssState()
+    f.read(t=1.0, us=1, values={**_values(10 * MIB, 8 * MIB, 8 * MIB), "pss_file": MIB,
+                                "pss_shmem": 0}, faults=0, rss=16 * MIB,
+           split=(12 * MIB, 4 * MIB, 0))
+    # 2 MiB more of the library mapped (512 faults, RSS +2 MiB): half a MiB of PSS
+    assert f.estimate(512, 18 * MIB, (12 * MIB, 6 * MIB, 0)) == pytest.approx(10.5 * MIB)
+    assert f.estimate(512, 18 * MIB) == pytest.approx(12 * MIB)  # no split: all its own
 
 
 def test_validity_follows_the_drift():

@@ -122,6 +122,13 @@ class _Reads:
     max_us: int = 0
 
 
+def _split(status: ProcStatus | None) -> tuple[int, int, int] | None:
+    """RssAnon, RssFile, RssShmem (bytes), when status gave all three."""
+    if status is None or None in (status.rss_anon, status.rss_file, status.rss_shmem):
+        return None
+    return status.rss_anon, status.rss_file, status.rss_shmem  # type: ignore[return-value]
+
+
 class Sampler:
     """Samples one tick; keeps per-process state (PSS carried forward, fault counters)."""
 
@@ -329,7 +336,8 @@ class Sampler:
         self.bucket.charge()
         reads = _Reads()
         rss_of = {(x.info.watched.pid, x.info.watched.start_time):
-                  (x.faults, x.status.rss if x.status else None) for x in samples}
+                  (x.faults, x.status.rss if x.status else None, _split(x.status))
+                  for x in samples}
         cands = []
         for x in samples:
             if x.stat.state == "Z":
@@ -419,7 +427,7 @@ class Sampler:
             stale = 0.0 if zombie else reads.stale.get(key, 0.0)
             est = values.get("pss")
             if drift and not fresh:  # something moved since the read: the likely PSS now
-                e = s.estimate(x.faults, status.rss if status else None)
+                e = s.estimate(x.faults, status.rss if status else None, _split(status))
                 est = None if e is None else int(e)
             made_from = (st, status, values, info.cmdline, w.role, w.depth, s.read_t, s.read_us,
                          drift, stale, est)

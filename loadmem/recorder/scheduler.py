@@ -132,12 +132,15 @@ class PssState:
     #: PSS (their copy-on-write breaks raise it, a fork lowers it, an exit raises it)
     change_others: float = 0.0
     valid_t: float | None = None  # the last t at which the figure was current
+    split_at_read: tuple[int, int, int] | None = None  # RssAnon, RssFile, RssShmem then
     denied: bool = False  # smaps_rollup is not readable: stop trying
 
     def read(self, t: float, us: int, values: dict[str, int | None], faults: int,
-             rss: int | None) -> None:
+             rss: int | None, split: tuple[int, int, int] | None = None) -> None:
+        """A fresh figure: ``values`` read at ``t``, with the counters it goes with (``split``:
+        the RSS as anon, file, shmem from status)."""
         self.values, self.read_t, self.read_us = values, t, us
-        self.faults_at_read, self.rss_at_read = faults, rss
+        self.faults_at_read, self.rss_at_read, self.split_at_read = faults, rss, split
         self.drift_others, self.change_others, self.valid_t = 0.0, 0.0, t
         self.faulters = set()
 
@@ -179,11 +182,14 @@ class PssState:
         n = self.sharers
         return None if n is None else max(2.0, n - len(self.faulters))
 
-    def estimate(self, faults: int, rss: int | None) -> float | None:
+    def estimate(self, faults: int, rss: int | None,
+                 split: tuple[int, int, int] | None = None) -> float | None:
         """The most likely PSS now (an estimate, never a figure; None when never read): the
-        figure read, plus its RSS change (new pages are its own), plus a page × (1 - 1/n)
-        for each fault beyond its RSS growth (a copy-on-write break: the page was 1/n of
-        it, now it is all its own), plus what the others most likely did to it."""
+        figure read, plus its RSS change (anonymous pages are its own; file and shmem pages
+        count as much as its file and shmem pages did at the read: they are shared with
+        whoever maps the same files), plus a page × (1 - 1/n) for each fault beyond its RSS
+        growth (a copy-on-write break: the page was 1/n of it, now it is all its own), plus
+        what the others most likely did to it."""
         pss = self.values.get("pss") if self.values else None
         if self.read_t is None or pss is None:
             return None
@@ -191,7 +197,15 @@ class PssState:
         cow = max(0, faults - self.faults_at_read - max(0, d_rss) // PAGE_SIZE)
         n = self._sharers_now()
         own_cow = cow * PAGE_SIZE * (1 - 1 / n) if n is not None else 0.0
-        return pss + d_rss + own_cow + self.change_others
+        grown: float = d_rss
+        before, v = self.split_at_read, self.values or {}
+        if split is not None and before is not None:
+            def share(pss_part: str, rss_part: int) -> float:
+                return min(1.0, (v.get(pss_part) or 0) / rss_part) if rss_part > 0 else 1.0
+
+            grown = (split[0] - before[0] + (split[1] - before[1]) * share("pss_file", before[1])
+                     + (split[2] - before[2]) * share("pss_shmem", before[2]))
+        return pss + grown + own_cow + self.change_others
 
     def others_faulted(self, faults: int, faulters: Iterable = (),
                        cow: int | None = None) -> None:
