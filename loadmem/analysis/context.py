@@ -175,11 +175,6 @@ class Context:
         return [p for p in self.procs if p.exited and not p.appeared]
 
     @property
-    def transient(self) -> list[ProcChange]:
-        """Processes that came and went inside the window."""
-        return [p for p in self.procs if p.appeared and p.exited]
-
-    @property
     def late(self) -> list[ProcChange]:
         """Processes present throughout whose smaps figures were first read inside it."""
         return [p for p in self.procs if p.late]

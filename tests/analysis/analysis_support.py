@@ -156,19 +156,22 @@ def add_phases(out: Path, start_monotonic: float, phases: list[tuple[str, float,
 
 
 def analyse_when_quiet(record, base: Path, expected_other: float = 0.0, attempts: int = 3,
-                       tolerance: float = 128 * MiB):
+                       tolerance: float = 128 * MiB, cache_tolerance: float | None = None):
     """Record (``record(out) -> Path``) and analyse, again (at most ``attempts`` times) while
     the rest of this shared machine was busy: other test suites start and stop browsers and
     servers that take or release hundreds of MB, which no analysis can tell apart from the
     effect under test. "Busy" means anonymous memory outside the watched processes moved by
-    more than ``tolerance`` beyond what the test itself did (``expected_other``). The last
-    attempt is returned whatever happened, so a real failure still fails."""
+    more than ``tolerance`` beyond what the test itself did (``expected_other``), or, with
+    ``cache_tolerance``, the page cache moved by more than that (other suites read and delete
+    files). The last attempt is returned whatever happened, so a real failure still fails."""
     from loadmem.analysis import analyze
 
     a = None
     for i in range(attempts):
         a = analyze(record(base / f"rec{i}"))
         other = a.figures.get("other_processes.delta_bytes") or 0.0
-        if abs(other - expected_other) < tolerance:
+        cache = a.figures.get("page_cache.delta_bytes") or 0.0
+        if abs(other - expected_other) < tolerance and (
+                cache_tolerance is None or abs(cache) < cache_tolerance):
             return a
     return a

@@ -37,13 +37,20 @@ def claimed(a: Analysis, fid: str) -> float:
 
 def test_cow_unsharing_by_forked_children(tmp_path: Path) -> None:
     """Parent fills 48 MiB and forks 2 children that overwrite their copy over 3 s."""
-    w = Workload.start("cow", 48, 2, 3)
-    try:
-        rec = record_scenario(tmp_path / "rec", [w.pid], w, phases=True)
-    finally:
-        w.stop()
-    a = analyze(rec)
     expected = 2 * 48 * MiB  # each child copies 48 MiB; the parent's originals become private
+    children: list[int] = []
+
+    def record(out: Path) -> Path:
+        w = Workload.start("cow", 48, 2, 3)
+        try:
+            rec = record_scenario(out, [w.pid], w, phases=True)
+        finally:
+            w.stop()
+        children[:] = w.children
+        return rec
+
+    # the page cache is system-wide: recorded again while other suites moved it by as much
+    a = analyse_when_quiet(record, tmp_path, cache_tolerance=0.5 * expected)
     f = a.finding("cow-unsharing")
     assert f is not None, a.headline
     assert severity_rank(f.severity) >= severity_rank("warning")
@@ -58,7 +65,7 @@ def test_cow_unsharing_by_forked_children(tmp_path: Path) -> None:
     assert fig["cow.remaining_bytes"] is not None and fig["cow.remaining_bytes"] >= 0
     # both children are named with what they unshared
     per = f.evidence["per_process_unshared_bytes"]
-    for child in w.children:
+    for child in children:
         assert any(str(child) in k and k.startswith("worker") and v > 0.5 * 48 * MiB
                    for k, v in per.items()), per
     # the wrong mechanisms
@@ -177,7 +184,10 @@ def test_unrelated_process_is_other_processes(tmp_path: Path) -> None:
             hog.stop()
         return out
 
-    a = analyse_when_quiet(record, tmp_path, expected_other=size * MiB)
+    # other suites on this machine move system-wide anonymous memory by ±100 MiB within
+    # seconds (190-358 MiB measured here for this 256 MiB): recorded again until it was quiet
+    a = analyse_when_quiet(record, tmp_path, expected_other=size * MiB,
+                           tolerance=0.35 * size * MiB, attempts=4)
     f = a.finding("other-processes")
     assert f is not None, a.headline
     assert f.explained_bytes >= 0.6 * size * MiB

@@ -55,7 +55,6 @@ class Coverage:
     processes_end: int  # watched processes at the last sample
     with_smaps_end: int  # of which with PSS figures
     full_from_s: float | None  # from when every watched process had them, to the end
-    max_processes: int
 
     def sentence(self) -> str:
         """``PSS for 101 of 101 processes from 7.0s``."""
@@ -82,7 +81,6 @@ def coverage(system: SystemSeries, sums: Sums) -> Coverage:
         processes_end=int(count[i]) if i is not None else 0,
         with_smaps_end=int(smaps[i]) if i is not None else 0,
         full_from_s=full_from,
-        max_processes=int(count.max()) if len(count) else 0,
     )
 
 

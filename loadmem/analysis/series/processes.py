@@ -306,10 +306,6 @@ class ProcessSeries:
     rows: int = 0
     notes: list[str] = field(default_factory=list)
 
-    def at_tick(self, tick: int) -> dict[int, dict[str, Any]]:
-        """identity key -> its row at ``tick`` (a checkpoint tick)."""
-        return {r["key"]: r for r in self.snapshots.to_pylist() if r["tick"] == tick}
-
 
 def _lifecycle_times(rec: Recording) -> np.ndarray:
     """Times at which a watched process appeared or exited (the recorder's events), sorted:
