@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loadmem.errors import LoadmemError
+from loadmem.load.locust_argv import locustfile_values
 from loadmem.units import duration_arg, percent_arg
 
 if TYPE_CHECKING:
@@ -276,18 +277,11 @@ def build_options(args: argparse.Namespace) -> RunOptions:
 
 def _locustfile_name(argv: list[str]) -> str | None:
     """The first locustfile named by -f/--locustfile (for the default --out), if any."""
-    for i, arg in enumerate(argv):
-        value = None
-        if arg in ("-f", "--locustfile") and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--locustfile="):
-            value = arg.split("=", 1)[1]
-        elif arg.startswith("-f") and len(arg) > 2 and not arg.startswith("--"):
-            value = arg[2:]
-        if value:
-            first = value.split(",")[0].rstrip("/")
-            return Path(first).stem or None
-    return None
+    values = locustfile_values(argv)
+    if not values:
+        return None
+    first = values[0].split(",")[0].rstrip("/")
+    return Path(first).stem or None
 
 
 def run(args: argparse.Namespace) -> int:

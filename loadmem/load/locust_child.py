@@ -33,6 +33,8 @@ import sys
 import traceback
 from typing import Any
 
+from loadmem.load.locust_argv import locustfiles_in
+
 ARGV_ENV = "LOADMEM_LOCUST_ARGV"
 
 
@@ -68,26 +70,6 @@ def _argv() -> list[str]:
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         raise SystemExit(f"{ARGV_ENV} must be a JSON list of strings")
     return argv
-
-
-def _locustfiles(argv: list[str]) -> list[str]:
-    """The .py files named by -f (for error messages only; Locust resolves them itself)."""
-    found: list[str] = []
-    for i, arg in enumerate(argv):
-        value = None
-        if arg in ("-f", "--locustfile") and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--locustfile="):
-            value = arg.split("=", 1)[1]
-        if value:
-            for part in value.split(","):
-                part = part.strip()
-                if os.path.isdir(part):
-                    for root, _dirs, files in os.walk(part):
-                        found += [os.path.join(root, f) for f in files if f.endswith(".py")]
-                else:
-                    found.append(part)
-    return found
 
 
 def _error_from_exception(paths: list[str], e: BaseException) -> dict[str, Any]:
@@ -177,7 +159,7 @@ def main() -> int:
         if plugin.reported:
             raise
         traceback.print_exc()
-        plugin.channel.emit(_error_from_exception(_locustfiles(argv), e))
+        plugin.channel.emit(_error_from_exception(locustfiles_in(argv), e))
         return 2
     return 0
 

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from loadmem.errors import LoadmemError
-from loadmem.load.preflight import child_cmd, child_env, locustfiles_in
+from loadmem.load.locust_argv import locustfiles_in
+from loadmem.load.preflight import child_cmd, child_env
 from loadmem.recording.schema import REQUESTS
 from loadmem.recording.writer import TableWriter
 

@@ -12,7 +12,6 @@ library with gevent: the loadmem parent never does that.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,27 +82,6 @@ def child_env(argv: list[str], mode: str = "run", stats_fd: int | None = None,
         env["LOADMEM_STATS_FD"] = str(stats_fd)
     env.update(extra or {})
     return env
-
-
-def locustfiles_in(argv: list[str]) -> list[str]:
-    """The .py files named by -f in Locust's ``argv`` (for messages; Locust resolves them)."""
-    found: list[str] = []
-    for i, arg in enumerate(argv):
-        value = None
-        if arg in ("-f", "--locustfile") and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--locustfile="):
-            value = arg.split("=", 1)[1]
-        if value:
-            for part in value.split(","):
-                part = part.strip()
-                if os.path.isdir(part):
-                    for root, _dirs, files in os.walk(part):
-                        found += [os.path.join(root, f) for f in sorted(files)
-                                  if f.endswith(".py") and not f.startswith("_")]
-                else:
-                    found.append(part)
-    return found
 
 
 def scenario_info(msg: dict[str, Any]) -> ScenarioInfo:
