@@ -17,6 +17,7 @@ from loadmem.recorder.scheduler import (
     Candidate,
     PssState,
     TokenBucket,
+    copies,
     due_order,
     due_split,
     update_validity,
@@ -149,9 +150,56 @@ def test_estimate_of_the_pss_now():
     f.read(t=1.0, us=1, values={**_values(10 * MIB, 8 * MIB, 8 * MIB), "pss_file": MIB,
                                 "pss_shmem": 0}, faults=0, rss=16 * MIB,
            split=(12 * MIB, 4 * MIB, 0))
-    # 2 MiB more of the library mapped (512 faults, RSS +2 MiB): half a MiB of PSS
-    assert f.estimate(512, 18 * MIB, (12 * MIB, 6 * MIB, 0)) == pytest.approx(10.5 * MIB)
-    assert f.estimate(512, 18 * MIB) == pytest.approx(12 * MIB)  # no split: all its own
+    # 2 MiB more of the library mapped (32 faults, 16 pages each, RSS +2 MiB): half a MiB
+    assert f.estimate(32, 18 * MIB, (12 * MIB, 6 * MIB, 0)) == pytest.approx(10.5 * MIB)
+    assert f.estimate(32, 18 * MIB) == pytest.approx(12 * MIB)  # no split: all its own
+    # the same 32 faults and 2 MiB of file, and 256 more faults: copies, 3/4 of a page each
+    assert f.estimate(288, 18 * MIB, (12 * MIB, 6 * MIB, 0)) == pytest.approx(
+        10.5 * MIB + 256 * page * 3 / 4)
+    # 2 MiB of shmem written (a fault a page): no copies
+    assert f.estimate(512, 18 * MIB, (12 * MIB, 4 * MIB, 2 * MIB)) == pytest.approx(12 * MIB)
+
+
+def test_copies_among_the_faults():
+    """A fault beyond the RSS growth is a copy-on-write break; a new anonymous or shmem page
+    takes a fault, file pages come up to 16 a fault (fault-around)."""
+    page = PAGE_SIZE
+    assert copies(100, 0) == 100
+    assert copies(100, 40 * page) == 60  # 40 new anonymous pages
+    assert copies(100, 0, 160 * page) == 90  # 160 file pages: 10 faults
+    assert copies(100, 0, 161 * page) == 89  # 161: 11 faults
+    assert copies(100, 120 * page) == 0  # never negative (a huge page: one fault, 512 pages)
+    assert copies(100, -50 * page, -50 * page) == 100  # RSS that fell takes no fault
+
+
+def test_the_others_copies_are_judged_by_the_group_size_not_the_harmonic_mean():
+    """CI's failure: a parent whose shared pages are mostly its 16 MiB shared by all 16 of
+    its tree, but whose few pages shared by two or three (library pages, heap written
+    between forks) pull its harmonic sharing degree to ~9. When 8 children copy the 16 MiB,
+    it gains 1 MiB (1/16 -> 1/8 of each page), not 1/(9 x 1) of a page per copy."""
+    s = PssState()
+    # 18 MiB shared, PSS of the shared part 2 MiB: harmonic mean 9
+    s.read(t=1.0, us=1, values=_values(2 * MIB, 18 * MIB, 0), faults=0, rss=18 * MIB)
+    assert s.sharers == pytest.approx(9.0)
+    eight = {("c", i) for i in range(8)}
+    s.members = 16
+    s.others_faulted(8 * 4096, faulters=eight, cow=8 * 4096)
+    assert s.copied_degree == 16.0
+    assert s.estimate(0, 18 * MIB) == pytest.approx(2 * MIB + MIB)
+    # the drift stays an upper bound: pages shared by fewer move more per copy
+    assert s.drift(0, 18 * MIB) >= MIB
+    # without the group's size: the harmonic mean, as before
+    t = PssState()
+    t.read(t=1.0, us=1, values=_values(2 * MIB, 18 * MIB, 0), faults=0, rss=18 * MIB)
+    t.others_faulted(8 * 4096, faulters=eight, cow=8 * 4096)
+    assert t.copied_degree == pytest.approx(9.0)
+    # and a copier in that group: 1 - 1/(16 - 7) of a page for each of its own copies,
+    # plus the other 7's at 1/(16 x 9): 15/16 of a page per page in all, as measured
+    c = PssState()
+    c.read(t=1.0, us=1, values=_values(MIB, 16 * MIB, 0), faults=0, rss=16 * MIB)
+    c.members = 16
+    c.others_faulted(7 * 4096, faulters={("c", i) for i in range(1, 8)}, cow=7 * 4096)
+    assert c.estimate(4096, 16 * MIB) == pytest.approx(MIB + 15 * MIB)
 
 
 def test_validity_follows_the_drift():

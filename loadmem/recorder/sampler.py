@@ -31,12 +31,12 @@ from loadmem.procfs.status import ProcStatus, parse_status
 from loadmem.recorder.cgroup_rows import CgroupRows
 from loadmem.recorder.scheduler import (
     DIRTY_MIN_BYTES,
-    PAGE_SIZE,
     RECHECK_FACTOR,
     RECHECK_SHARE,
     Candidate,
     PssState,
     TokenBucket,
+    copies,
     due_lists,
     update_validity,
 )
@@ -83,6 +83,7 @@ class _ProcInfo:
     cgroup: CgroupRef | None = None
     faults: int | None = None  # minflt + majflt at the last tick (None: not sampled yet)
     rss: int | None = None  # VmRSS at the last tick
+    split: tuple[int, int, int] | None = None  # RssAnon, RssFile, RssShmem at the last tick
     pss: PssState = field(default_factory=PssState)
     # the last stat/status texts and what they parsed to: an idle process's files read the
     # same from tick to tick, and comparing two strings is cheaper than parsing one
@@ -307,9 +308,14 @@ class Sampler:
                 group_delta[w.group] = group_delta.get(w.group, 0) + delta
             info.faults = faults
             rss = status.rss if status is not None else None
-            grew = rss - info.rss if rss is not None and info.rss is not None else 0
-            cow = max(0, delta - max(0, grew) // PAGE_SIZE)
-            info.rss = rss
+            split = _split(status)
+            if split is not None and info.split is not None:
+                cow = copies(delta, split[0] - info.split[0] + split[2] - info.split[2],
+                             split[1] - info.split[1])
+            else:
+                cow = copies(delta, rss - info.rss if rss is not None and info.rss is not None
+                             else 0)
+            info.rss, info.split = rss, split
             samples.append(_Sample(info, st, status, errs, faults, max(delta, 0), cow))
         if group_delta:  # the others' faults move each member's PSS a little
             faulting: dict[Key, set[Key]] = {}
@@ -319,8 +325,14 @@ class Sampler:
                     w = x.info.watched
                     faulting.setdefault(w.group, set()).add((w.pid, w.start_time))
                     group_cow[w.group] = group_cow.get(w.group, 0) + x.cow_delta
+            members: dict[Key, int] = {}
+            for x in samples:
+                g = x.info.watched.group
+                members[g] = members.get(g, 0) + 1
             for x in samples:
                 w = x.info.watched
+                if w.group in group_delta:
+                    x.info.pss.members = members[w.group]
                 others = group_delta.get(w.group, 0) - x.fault_delta
                 if others > 0:
                     x.info.pss.others_faulted(
