@@ -95,6 +95,7 @@ def test_sigkill_at_random_points_loses_at_most_one_flush(tmp_path):
             # drifts by a tick each time: 6 s between segments at --flush 5s)
             per_segment = _segment_ticks(out / "system")
             assert len(per_segment) >= 1
+            _assert_system_ticks_whole(rec, 2)
             assert all(len(s) <= round(flush / interval) for s in per_segment[1:]), per_segment
             assert len(per_segment[0]) <= round(flush / interval) + 1
     finally:
@@ -102,6 +103,63 @@ def test_sigkill_at_random_points_loses_at_most_one_flush(tmp_path):
     # the samples lost are those after the last flush: at most --flush of them, plus the
     # write of the flush the kill interrupted and a late tick (one interval allowed)
     assert all(0 <= x <= flush + interval for x in losses), f"losses {losses} (seed {seed})"
+
+
+def _assert_system_ticks_whole(rec, per_tick: int, flush_ticks: int = 10) -> None:
+    """Every tick of the system table has its rows in the processes and recorder tables;
+    those may hold one more flush (a kill between two renames), never less."""
+    ticks = rec.table("system", ["tick"]).column("tick").to_pylist()
+    own = rec.table("recorder", ["tick"]).column("tick").to_pylist()
+    procs = rec.table("processes", ["tick"]).column("tick").to_pylist()
+    for name, got, n in (("recorder", own, 1), ("processes", procs, per_tick)):
+        counts = {x: got.count(x) for x in set(got)}
+        assert all(counts.get(x) == n for x in ticks), (name, ticks, counts)
+        extra = sorted(set(got) - set(ticks))
+        assert extra == list(range(len(ticks), len(ticks) + len(extra))), (name, extra)
+        assert len(extra) <= flush_ticks + 1, (name, extra)
+
+
+#: ``loadmem record`` with its segment renames watched: the recorder SIGKILLs itself right
+#: after it renamed the processes table's third segment into place, between two tables'
+#: renames of one flush (the window a kill must hit to leave the tables uneven).
+KILL_BETWEEN_RENAMES = """
+import os, signal, sys
+from loadmem.recording import writer
+real = os.replace
+def replace(src, dst):
+    real(src, dst)
+    if str(dst).endswith(os.path.join("processes", "rec-000003.parquet")):
+        os.kill(os.getpid(), signal.SIGKILL)
+writer.os = type(os)("os_watched")
+writer.os.__dict__.update(os.__dict__)
+writer.os.replace = replace
+from loadmem.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_between_two_tables_renames_leaves_every_system_tick_whole(tmp_path):
+    """The worst point for a kill: one table's segment of a flush renamed into place, the
+    others not. The system table is renamed last, so every tick in it is whole."""
+    targets = _idle(2, "loadmem-fault-target")
+    out = tmp_path / "rec"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", KILL_BETWEEN_RENAMES, "record", "--out", str(out),
+             "--pid", str(targets[0].pid), "--pid", str(targets[1].pid),
+             "--interval", "0.1s", "--flush", "0.5s", "--duration", "10s"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        _stop(targets)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    rec = open_recording(out)
+    assert rec.meta["status"] == "recording"
+    assert len(list((out / "system").glob("rec-*.parquet"))) == 2  # the third: not renamed
+    assert len(list((out / "processes").glob("rec-*.parquet"))) == 3
+    _assert_system_ticks_whole(rec, 2, flush_ticks=5)
+    ticks = rec.table("system", ["tick"]).column("tick").to_pylist()
+    procs = set(rec.table("processes", ["tick"]).column("tick").to_pylist())
+    assert max(procs) > max(ticks)  # the processes table is the one ahead, by that flush
 
 
 # --- 2. compaction beside sampling -----------------------------------------------------

@@ -8,8 +8,10 @@ Layout of a recording directory while it is being written::
     events/run-000001.parquet      # another writer (the run orchestrator) may add tables
 
 A segment is written to a hidden temporary name and renamed into place, so a recorder
-killed with SIGKILL leaves only whole segments (and perhaps one ``.tmp`` file that readers
-ignore): at most the rows of the last flush interval are lost. ``finalize`` merges each
+killed with SIGKILL leaves only whole segments (and perhaps a ``.tmp`` file per table that
+readers ignore): at most the rows of the last flush interval are lost. The recorder writes
+every table's segment first and renames them after, ``system`` last (``stage`` then
+``publish``): each tick of ``system`` is on disk in every table. ``finalize`` merges each
 table's segments into ``<table>.parquet`` and removes the segment directory.
 """
 
@@ -67,13 +69,18 @@ def rows_to_table(rows: list[Mapping[str, Any]], schema: pa.Schema,
         schema.metadata)
 
 
+def _tmp_name(path: Path) -> Path:
+    return path.with_name("." + path.name + ".tmp")
+
+
 def _write_parquet(table: pa.Table, path: Path, name: str, light: bool = False,
-                   dictionary_columns: list[str] | None = None) -> int:
+                   dictionary_columns: list[str] | None = None, publish: bool = True) -> int:
     """Write ``table`` to ``path`` through a temporary name, with the file metadata of
     table ``name`` (kept as is when the table carries it already). ``light``: a segment
     (see ``TableWriter``); ``dictionary_columns``: its text columns, when the caller keeps
-    them."""
-    tmp = path.with_name("." + path.name + ".tmp")
+    them. ``publish=False``: leave it under the temporary name (``_tmp_name``), for the
+    caller to rename."""
+    tmp = _tmp_name(path)
     if (table.schema.metadata or {}).get(b"loadmem.table") != name.encode():
         table = table.replace_schema_metadata(_file_metadata(name))
     if light and dictionary_columns is None:
@@ -87,7 +94,8 @@ def _write_parquet(table: pa.Table, path: Path, name: str, light: bool = False,
         else:
             pq.write_table(table, sink, compression=COMPRESSION, use_dictionary=True)
         size = sink.tell()
-    os.replace(tmp, path)
+    if publish:
+        os.replace(tmp, path)
     return size
 
 
@@ -194,6 +202,7 @@ class TableWriter:
         self.flush_s = flush_s
         self._rows: list[Mapping[str, Any]] = []
         self._seq = 0
+        self._staged: Path | None = None  # a segment written, not yet renamed into place
         self._last_flush = time.monotonic()
         self.rows_written = 0
         self.bytes_written = 0
@@ -222,16 +231,34 @@ class TableWriter:
         return False
 
     def flush(self, now: float | None = None) -> None:
+        self.publish()  # one staged earlier, when a write of another table failed
+        self.stage(now)
+        self.publish()
+
+    def stage(self, now: float | None = None) -> None:
+        """Write the buffered rows as a segment under its hidden temporary name (readers
+        skip it); ``publish`` renames it into place. Several tables staged, then published
+        together, leave a kill a window of a few renames (microseconds) to fall between two
+        tables' segments, instead of the writes (milliseconds each)."""
         self._last_flush = time.monotonic() if now is None else now
-        if not self._rows:
+        if not self._rows or self._staged is not None:
             return
         table = rows_to_table(self._rows, self._file_schema, self._struct)
         self._seq += 1
         path = self._dir / f"{self.writer_id}-{self._seq:06d}.parquet"
         self.bytes_written += _write_parquet(table, path, self.name, light=self.light_segments,
-                                             dictionary_columns=self._dictionary_columns)
+                                             dictionary_columns=self._dictionary_columns,
+                                             publish=False)
         self.rows_written += len(self._rows)
         self._rows = []
+        self._staged = path
+
+    def publish(self) -> None:
+        """Rename the staged segment into place (nothing when none is staged)."""
+        path, self._staged = self._staged, None
+        if path is None:
+            return
+        os.replace(_tmp_name(path), path)
         self._uncompacted.append(path)
         if self.auto_compact and self.compaction_due:
             self.compact()
