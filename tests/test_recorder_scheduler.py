@@ -3,7 +3,6 @@ real recording."""
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 
@@ -245,20 +244,35 @@ def test_budget_limits_reads_and_staleness_is_visible(tmp_path):
     reads = [r for r in rec.table("processes").to_pylist() if r["pss_fresh"]]
     max_read = max(r["smaps_max_us"] for r in own) / 1e6
     # a read starts only while the balance is positive: every tick with reads followed a
-    # balance that the refill since brought above zero (CPU, whatever the host's load)
-    for prev, row in itertools.pairwise(own):
-        if row["smaps_reads"]:
-            assert prev["budget_s"] + budget * (row["t"] - prev["t"]) > 0, (prev, row)
+    # balance that the refill since brought above zero. The refill is made when the tick's
+    # reads begin, some time after its t (and, on a busy host, after a preemption): bound
+    # that time by the next tick's start, not by the tick's own t, so a late start under
+    # load is not taken for a read beyond the budget (the margin is one interval's refill)
+    rows = rec.table("processes").to_pylist()
+    first = {}  # pid -> the tick of its first read
+    for r in rows:
+        if r["pss_fresh"]:
+            first.setdefault(r["pid"], r["tick"])
+    for prev, row, nxt in zip(own, own[1:], own[2:], strict=False):
+        if row["smaps_reads"] and row["tick"] not in first.values():
+            assert prev["budget_s"] + budget * (nxt["t"] - prev["t"]) > 0, (prev, row)
     assert len(reads) >= 3  # every process was read at least once
-    ticks = len(own)
-    assert len(reads) < 3 * ticks / 2  # but far from every tick
+    # far from every tick: counted against the tick slots of the run (ticks that happened
+    # plus those a busy host made it miss), since the budget refills with the wall clock
+    slots = len(own) + sum(r["missed_ticks"] or 0 for r in own)
+    assert len(reads) < 3 * slots / 2, (len(reads), slots)
     assert max(r["pss_oldest_s"] or 0 for r in own) > opts.pss_max_age  # staleness recorded
     assert max(r["pss_stale_s"] for r in own) > opts.pss_max_age  # freshness gave way
-    rows = rec.table("processes").to_pylist()
     assert max(r["pss_stale_s"] or 0 for r in rows) == max(r["pss_stale_s"] for r in own)
     assert all(r["pss_drift"] == 0 and r["pss_stale_s"] == 0 for r in rows if r["pss_fresh"])
     assert min(r["budget_s"] for r in own) <= 0.0 + max_read
-    stale = [r for r in rec.table("processes").to_pylist() if not r["pss_fresh"]]
-    assert stale and all(r["pss"] is not None and r["pss_read_t"] < r["t"] for r in stale)
+    # a figure not read this tick is the last one read, never a guess; before a process's
+    # first read (the first tick's setup may spend the initial balance on a busy host: it is
+    # then read on the next tick, as a new process is) there is no figure at all
+    assert sorted(first) == sorted(p.pid for p in procs) and max(first.values()) <= 1, first
+    stale = [r for r in rows if not r["pss_fresh"]]
+    assert stale and all(
+        (r["pss"] is not None and r["pss_read_t"] < r["t"]) if r["tick"] > first[r["pid"]]
+        else (r["pss"] is None and r["pss_read_t"] is None) for r in stale)
     warned = [e for e in rec.events("warning") if e["data"]["reason"] == "budget-exhausted"]
     assert len(warned) == 1  # said once, not every tick
