@@ -127,3 +127,47 @@ def test_the_unexplained_remainder_is_never_more_precise_than_the_rest_of_the_ma
     assert rest.verdict == "within noise" and rest.noise >= rest.delta
     assert "rest of the machine" in rest.noise_source
     assert not comp.regressions and comp.exit_code == 0
+
+
+def test_counts_of_events_that_must_not_happen_are_never_noise():
+    """One OOM kill more is worse and a regression under a blanket --fail-on-regression (10 %
+    of zero allows none); the same for failed requests. Fewer is better, a per-figure budget
+    still allows what it says."""
+    base = summary("base", "v1", cgroup__oom_kills=0.0, requests__failures=100.0,
+                   cgroup__limit_hits=0.0)
+    new = summary("new", "v2", cgroup__oom_kills=1.0, requests__failures=101.0,
+                  cgroup__limit_hits=1.0)
+    comp = compare([base, new], fail_on_regression=0.10)
+    oom, failures = comp.change("oom_kills"), comp.change("requests.failures")
+    assert oom.verdict == "worse" and oom.regression and oom.noise == 0.0
+    assert "must not happen" in oom.noise_source
+    assert failures.verdict == "worse" and failures.regression  # +1 %, still one more
+    # a count without the rule keeps its noise floor (limit hits: reclaim at the limit)
+    assert comp.change("cgroup.limit_hits").verdict == "within noise"
+    assert comp.exit_code == 1
+    assert comp.headline().startswith("2 regression(s): cgroup.oom_kills +1 (0 -> 1")
+    # informative only without an allowance, but still worse
+    plain = compare([base, new])
+    assert plain.change("cgroup.oom_kills").verdict == "worse" and not plain.regressions
+    # an explicit budget for the figure is the user's word
+    budget = RegressionBudget(lookup("requests.failures"), absolute=5.0, text="5")
+    comp = compare([base, new], fail_on_regression=0.10,
+                   budgets={"requests.failures": budget})
+    assert not comp.change("requests.failures").regression
+    # fewer is better, none to none is no change
+    comp = compare([summary("base", "v2", cgroup__oom_kills=1.0),
+                    summary("new", "v3", cgroup__oom_kills=0.0)])
+    assert comp.change("cgroup.oom_kills").verdict == "better"
+    comp = compare([base, summary("new", "v3", cgroup__oom_kills=0.0)], 0.10)
+    assert comp.change("cgroup.oom_kills").verdict == "within noise" and not comp.regressions
+
+
+def test_default_gates_allow_no_oom_kill():
+    from loadmem.analysis.figures import event_counts
+    from loadmem.gates.config import default_config
+
+    gates = {g.metric.name: g for g in default_config().gates}
+    assert {m.name for m in event_counts()} == {"cgroup.oom_kills", "requests.failures"}
+    oom = gates["cgroup.oom_kills"]
+    assert oom.comparison == "max" and oom.budget == 0 and oom.missing == "skip"
+    assert "requests.failures" not in gates  # bounded by the failure ratio instead

@@ -115,6 +115,18 @@ def test_time_to_limit_prediction_and_the_oom_kill(tmp_path):
         assert ana_b.figures["cgroup.oom_kills"] == 1
         assert ana_b.figures["cgroup.limit_hits"] > 0
         assert ana_b.severity == "critical"
+        # compare A (before the kill) with B: one OOM kill more is never noise, and a
+        # regression under a blanket --fail-on-regression; the default gates fail on it
+        from loadmem.compare.comparison import compare_recordings
+        from loadmem.gates import run_gates
+
+        comp = compare_recordings([tmp_path / "a", tmp_path / "b"], fail_on_regression=0.10)
+        oom = comp.change("cgroup.oom_kills")
+        assert (oom.base, oom.new, oom.verdict) == (0, 1, "worse") and oom.regression
+        assert comp.exit_code == 1 and "cgroup.oom_kills +1" in comp.headline()
+        gates = run_gates(tmp_path / "b", start_dir=tmp_path, analysis=ana_b)
+        failed = [g.metric for g in gates.failed]
+        assert "cgroup.oom_kills" in failed and gates.exit_code == 1, gates.summary()
         # the plot has a container panel: usage, working set, limit, the OOM kill
         from loadmem.presentation.plot import render_figure, save_plot
         from loadmem.presentation.plot_container import TITLE

@@ -107,7 +107,8 @@ def test_search_order_and_defaults(tmp_path):
     assert find_config(sub) is None
     cfg = resolve_config(None, sub)
     assert cfg.is_default and {g.metric.name for g in cfg.gates} == {
-        "requests.failure_ratio", "watched.pss_growth_ratio", "watched.rss_growth_ratio"}
+        "requests.failure_ratio", "watched.pss_growth_ratio", "watched.rss_growth_ratio",
+        "cgroup.oom_kills"}
     write(project, '[tool.loadmem.gates]\nrss = { max = "1G" }\n', "pyproject.toml")
     assert find_config(sub) == project / "pyproject.toml"
     write(project / "a", '[gates]\npss = { max = "2G" }\n')

@@ -45,6 +45,11 @@ class Metric:
     signed: bool = False  # a delta: print with its sign
     derived: bool = False  # computed here from other figures
     plain: bool = False  # a ratio printed as a number (0.33), not a percentage
+    #: A count of events that must not happen (OOM kills, failed requests): zero is the
+    #: healthy value, so any increase is worse, never noise, and a regression under a
+    #: blanket ``--fail-on-regression`` (a percentage of zero kills allows none). Read by
+    #: ``loadmem compare`` (verdict, noise, allowance) and the gates (a default ``max 0``).
+    events: bool = False
 
     def format(self, value: float | None) -> str:
         """The one way this figure is printed, in every output (text, Markdown, HTML, JSON
@@ -84,8 +89,11 @@ def format_value(unit: str, value: float | None, signed: bool = False,
 
 def _m(name: str, unit: Unit, better: Better, scope: Scope, description: str,
        *aliases: str, signed: bool = False, derived: bool = False,
-       plain: bool = False) -> Metric:
-    return Metric(name, unit, better, scope, description, tuple(aliases), signed, derived, plain)
+       plain: bool = False, events: bool = False) -> Metric:
+    if events:
+        assert unit == "count" and better == "lower", name
+    return Metric(name, unit, better, scope, description, tuple(aliases), signed, derived, plain,
+                  events)
 
 
 METRICS: tuple[Metric, ...] = (
@@ -186,7 +194,7 @@ METRICS: tuple[Metric, ...] = (
     # the load (from the requests table)
     _m("requests.total", "count", "neutral", "load", "requests completed during load"),
     _m("requests.failures", "count", "lower", "load", "failed requests during load",
-       "failures"),
+       "failures", events=True),
     _m("requests.failure_ratio", "ratio", "lower", "load", "failed / total requests",
        "failure_ratio", "error_rate"),
     _m("requests.rps", "rps", "higher", "load", "mean request rate during load", "rps",
@@ -257,7 +265,8 @@ CONTAINER: tuple[Metric, ...] = (
        "time from the window's end until the working set reaches the limit at the current "
        "rate (null when not growing)", "time_to_limit"),
     _m("cgroup.oom_kills", "count", "lower", "watched",
-       "processes the OOM killer killed in the container during the window", "oom_kills"),
+       "processes the OOM killer killed in the container during the window", "oom_kills",
+       events=True),
     _m("cgroup.limit_hits", "count", "lower", "watched",
        "times the container's usage hit its limit during the window (memory.events max, "
        "v1 failcnt)"),
@@ -295,6 +304,11 @@ def lookup(name: str) -> Metric | None:
     """The metric for a figure name or alias (case-insensitive), or None."""
     key = name.strip()
     return BY_NAME.get(key) or _ALIASES.get(key.lower()) or BY_NAME.get(key.lower())
+
+
+def event_counts() -> tuple[Metric, ...]:
+    """The figures that count events that must not happen (``Metric.events``)."""
+    return tuple(m for m in METRICS if m.events)
 
 
 def format_figure(name: str, value: float | None) -> str:

@@ -6,7 +6,8 @@ release: their spread is the best noise estimate. For every figure of the metric
 (``loadmem.analysis.figures``) the comparison gives each recording's value, the change of the
 side means (absolute and relative), the noise, and a verdict:
 
-- ``within noise``: |change| <= noise;
+- ``within noise``: |change| <= noise (never for a count of events that must not happen,
+  ``Metric.events``: OOM kills, failed requests; any increase of those is ``worse``);
 - ``better`` / ``worse``: beyond the noise, in the figure's direction of "better";
 - ``changed``: beyond the noise for a figure with no better direction (page cache, counts);
 - ``n/a``: a side lacks the figure.
@@ -21,7 +22,8 @@ the uncertainty of the request-interval means; and a floor per unit (e.g. 4 MiB,
 A figure is a **regression** when it is ``worse``, its scope is the service (watched
 processes, system, load; not the recorder's own cost) and the change exceeds its allowance:
 the per-figure budget from the config's ``[compare] budgets``, else ``fail_on_regression``
-(relative to the base value). Without allowances nothing is a regression and the exit code
+(relative to the base value; none for the counts of events that must not happen: any
+increase of those is a regression). Without allowances nothing is a regression and the exit code
 is 0: comparing is then informative only.
 """
 
@@ -191,9 +193,10 @@ class Comparison:
         }
 
 
-#: Figures that say most about a service, listed first in headlines: the drain figures a
-#: copy-on-write fix improves, then growth, then the load.
+#: Figures that say most about a service, listed first in headlines: events that must not
+#: happen, the drain figures a copy-on-write fix improves, then growth, then the load.
 HEADLINE_ORDER = (
+    "cgroup.oom_kills", "requests.failures",
     "cow.unshared_bytes", "window.used_delta_bytes", "watched.pss_delta_bytes",
     "growth.bytes", "watched.pss_end_bytes", "workers.pss_per_worker_end_bytes",
     "sharing_ratio.end", "watched.rss_delta_bytes", "requests.failure_ratio", "latency.p95_ms",
@@ -226,6 +229,9 @@ def _figure_noise(
     recs: Sequence[RecordingSummary], base_value: float | None,
 ) -> tuple[float, str]:
     """The noise of one figure and where the estimate came from."""
+    if metric.events:
+        # OOM kills, failed requests: events that must not happen are never noise
+        return 0.0, "none: a count of events that must not happen"
     candidates: list[tuple[float, str]] = []
     for vals in (base_vals, new_vals):
         v = [x for x in vals if x is not None]
@@ -379,6 +385,11 @@ def compare(
             elif budget.relative is not None:
                 change.allowance = budget.relative * abs(base or 0.0)
             change.allowance_text = budget.text
+        elif fail_on_regression is not None and metric.events:
+            # a percentage of zero OOM kills allows none, and one more of them is never
+            # "within 10 %": any increase of such a count is a regression
+            change.allowance = 0.0
+            change.allowance_text = "none (events that must not happen)"
         elif fail_on_regression is not None:
             change.allowance = fail_on_regression * abs(base or 0.0)
             change.allowance_text = f"{fail_on_regression * 100:g}%"

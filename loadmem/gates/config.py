@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from loadmem.analysis.figures import Metric, lookup
+from loadmem.analysis.figures import Metric, event_counts, lookup
 from loadmem.errors import LoadmemError
 from loadmem.units import parse_duration, parse_percent, parse_size
 
@@ -408,6 +408,11 @@ def default_config() -> GateConfig:
             gate("failure_ratio", "requests.failure_ratio", "max", "1%"),
             gate("pss_growth", "watched.pss_growth_ratio", "max", "10%"),
             gate("rss_growth", "watched.rss_growth_ratio", "max", "10%"),
+            # the catalogue's counts of events that must not happen (OOM kills): none
+            # allowed; failed requests are bounded by the failure ratio above instead (a
+            # busy CI runner may lose a request without the service being at fault)
+            *(gate(m.aliases[0] if m.aliases else m.name, m.name, "max", "0")
+              for m in event_counts() if m.scope != "load"),
         ],
         source="built-in defaults",
         is_default=True,
