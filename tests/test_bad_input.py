@@ -366,7 +366,9 @@ def _argument_cases() -> list[Case]:
     for cmd in ("analyze", "plot", "report", "gate"):
         argv, _ = COMMANDS[cmd]
         for window, error in (("5x:", "invalid duration '5x'"),
-                              ("10m:1m", "window '10m:1m' is outside the recording"),
+                              ("10m:1m", "window end before start in '10m:1m' (1m00s < "
+                                         "10m00s) (write the start first: --window 1m:10m)"),
+                              ("9h:10h", "window '9h:10h' is outside the recording"),
                               ("nosuchphase", "unknown window 'nosuchphase'")):
             cases.append(Case(f"{cmd}:window-{window}", (*argv, "--window", window), 2, error,
                               config=PASSING_GATE))

@@ -69,6 +69,12 @@ def parse_window_spec(spec: str, t_first: float, t_last: float) -> Window:
     left, _, right = spec.partition(":")
     start = parse_duration(left) if left.strip() else t_first
     end = parse_duration(right) if right.strip() else t_last
+    if left.strip() and right.strip() and end < start:
+        raise LoadmemError(
+            f"window end before start in {spec!r} ({format_duration(end)} < "
+            f"{format_duration(start)})",
+            f"write the start first: --window {right.strip()}:{left.strip()}",
+        )
     if start >= t_last or end <= t_first:
         raise LoadmemError(
             f"window {spec!r} is outside the recording "
