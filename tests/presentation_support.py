@@ -22,13 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from gates_recordings import wait_until_sampled
+
 ROOT = Path(__file__).resolve().parent.parent
 _TMP = Path(tempfile.mkdtemp(prefix="loadmem-presentation-"))
 atexit.register(shutil.rmtree, _TMP, True)
 
 # Parent: 32 MiB touched, 2 children forked, "ready" printed. On a line on stdin (sent once
-# the recorder runs, however long its start-up took on a busy machine) each child waits 1.5 s,
-# then rewrites its inherited pages in 8 slices over ~2 s (copy-on-write), then idles.
+# the recorder has sampled every process, PSS included, however long that took on a busy
+# machine) each child waits 1.5 s, then rewrites its inherited pages in 8 slices over ~2 s
+# (copy-on-write), says "done" (one write: the two never interleave) and idles.
 WORKLOAD = r"""
 import os, signal, sys, time
 MiB = 1 << 20
@@ -44,10 +47,11 @@ for i in range(2):
             for off in range(s * 4 * MiB, (s + 1) * 4 * MiB, 4096):
                 buf[off] = (buf[off] + 1) & 0xFF
             time.sleep(0.25)
+        os.write(1, b"done\n")
         time.sleep(60)
         os._exit(0)
     kids.append(pid)
-print("ready", flush=True)
+os.write(1, b"ready\n")
 sys.stdin.readline()
 for pid in kids:
     os.kill(pid, signal.SIGUSR1)
@@ -70,12 +74,10 @@ def _start_workload() -> subprocess.Popen[str]:
     return work
 
 
-def _go_when_recording(work: subprocess.Popen[str], out: Path, rec: subprocess.Popen) -> None:
-    """Start the children's lead-in once the recorder has written meta.json."""
-    deadline = time.monotonic() + 30
-    while not (out / "meta.json").exists() and rec.poll() is None \
-            and time.monotonic() < deadline:
-        time.sleep(0.02)
+def _go_when_sampled(work: subprocess.Popen[str], out: Path, rec: subprocess.Popen) -> None:
+    """Start the children's lead-in once the recorder has sampled the parent and both
+    children, PSS included (run it with a short ``--flush``)."""
+    wait_until_sampled(out, rec, count=3)
     assert work.stdin is not None
     work.stdin.write("go\n")
     work.stdin.flush()
@@ -83,17 +85,24 @@ def _go_when_recording(work: subprocess.Popen[str], out: Path, rec: subprocess.P
 
 @functools.cache
 def cow_recording() -> Path:
-    """A recording of the copy-on-write workload, 5 s at 0.2 s by the real recorder."""
+    """A recording of the copy-on-write workload at 0.2 s by the real recorder: a quiet
+    lead-in from its first samples, the copy, a quiet second (~5 s in all)."""
     out = _TMP / "cow"
     work = _start_workload()
     try:
         rec = subprocess.Popen(
             [_python(), "-m", "loadmem", "record", "--pid", str(work.pid), "--interval",
-             "0.2s", "--duration", "5s", "--pss-budget", "50%", "--pss-max-age", "1s",
-             "--out", str(out), "--label", "cow <test> & co"],
+             "0.2s", "--flush", "0.25s", "--duration", "60s", "--pss-budget", "50%",
+             "--pss-max-age", "1s", "--out", str(out), "--label", "cow <test> & co"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        _go_when_recording(work, out, rec)
+        _go_when_sampled(work, out, rec)
+        assert work.stdout is not None
+        for _ in range(2):  # both children copied everything: a quiet second, then stop
+            line = work.stdout.readline()
+            assert line == "done\n", f"a child did not finish: {line!r}"
+        time.sleep(1.0)
+        rec.send_signal(signal.SIGTERM)
         _, err = rec.communicate(timeout=60)
         assert rec.returncode == 0, f"loadmem record failed: {err[-2000:]}"
     finally:
@@ -127,7 +136,7 @@ def killed_recording() -> Path:
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
-        _go_when_recording(work, out, rec)
+        _go_when_sampled(work, out, rec)
         deadline = time.monotonic() + 30
         seg = out / "processes"
         while time.monotonic() < deadline and len(list(seg.glob("*.parquet"))) < 3:

@@ -8,6 +8,8 @@ import shutil
 import pytest
 from gates_recordings import run_cli, shared_recording
 
+from loadmem.units import format_duration
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
@@ -34,7 +36,6 @@ def test_lists_every_recording_with_its_figures(root):
     assert set(rows) == {"flat", "drain", "damaged", "broken"}
     assert "flat-a" in rows["flat"] and "drain-a" in rows["drain"]
     assert "pid=" in rows["flat"] or "pids=" in rows["flat"]
-    assert "complete" in rows["flat"] and "4.0s" in rows["flat"]
     assert "unreadable meta.json" in rows["broken"]
 
     done = run_cli("ls", str(root), "--json")
@@ -42,7 +43,10 @@ def test_lists_every_recording_with_its_figures(root):
                for ln in done.stdout.splitlines()}
     flat, damaged = entries["flat"], entries["damaged"]
     assert flat["label"] == "flat-a" and flat["schema_version"] == 1
-    assert 3.0 <= flat["duration_s"] <= 5.0
+    # ~3-4 s: the fixture stops the recorder once its children are done (longer when busy)
+    assert 2.5 <= flat["duration_s"] <= 30.0
+    assert "complete" in rows["flat"] and f" {format_duration(flat['duration_s'])} " in \
+        rows["flat"]
     assert flat["process_rows"] > 10 and damaged["process_rows"] == 0
     assert damaged["duration_s"] == flat["duration_s"]
     assert flat["requests"] is None and flat["used_delta_bytes"] is not None
