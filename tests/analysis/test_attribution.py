@@ -50,21 +50,21 @@ PY_PREFORK = textwrap.dedent("""
     import gc, os, signal, sys
     signal.alarm(120)
     data = [[i, str(i)] for i in range(150_000)]   # container objects the GC tracks
-    go = []
-    signal.signal(signal.SIGUSR1, lambda *a: go.append(1))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # no lost wake-up
     pids = []
     for _ in range(2):
         pid = os.fork()
         if pid == 0:
             signal.alarm(120)
-            while not go:
-                signal.pause()
+            signal.sigwait({signal.SIGUSR1})
             gc.collect()
-            print("done", flush=True)
+            # one write(2): the lines of two workers never interleave (print makes two
+            # when PYTHONUNBUFFERED is set: "donedone")
+            os.write(1, b"done\\n")
             while True:
                 signal.pause()
         pids.append(pid)
-    print(" ".join(map(str, pids)), flush=True)
+    os.write(1, (" ".join(map(str, pids)) + "\\n").encode())
     while True:
         signal.pause()
 """)
@@ -79,8 +79,7 @@ RB_PREFORK = textwrap.dedent("""
         Signal.trap("USR1") { go = true }
         sleep 0.05 until go
         GC.start
-        STDOUT.puts "done"
-        STDOUT.flush
+        STDOUT.syswrite("done\\n")  # one write: two workers never interleave
         sleep 120
       end
     end
@@ -105,6 +104,8 @@ class Tree:
         self.pid = self.p.pid
 
     def write(self) -> None:
+        """Let every worker write; return once each said "done" (each child writes its line
+        with one write(2), so the lines of two children never interleave)."""
         for w in self.workers:
             os.kill(w, signal.SIGUSR1)
         assert self.p.stdout is not None
