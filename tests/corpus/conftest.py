@@ -207,28 +207,67 @@ def node_leak_run(tmp_path_factory) -> Case:
 NGINX_FILES, NGINX_FILE_MIB = 12, 8
 
 
+#: Re-record nginx (at most this many times) while the rest of the machine moved the page
+#: cache by more than this share of the files: other suites read and delete files, which no
+#: analysis can tell apart from what the load cached. The last attempt is kept whatever
+#: happened, so a wrong verdict still fails.
+NGINX_ATTEMPTS, NGINX_CACHE_TOLERANCE = 3, 0.25
+
+
+def _page_cache_noise(rec: Path, cached: float) -> float:
+    """How far the system page cache (Cached - Shmem + Buffers, the recording's own samples)
+    moved beyond what the load cached, over the spans the tests judge: the load, the load to
+    the end (the default window) and the whole recording; the largest |Δ - cached|."""
+    import numpy as np
+
+    from loadmem.analysis.series.system import read_system
+    from loadmem.recording import open_recording
+
+    recording = open_recording(rec)
+    system = read_system(recording)
+    t, cache = system.t, system.get("file_cache")
+
+    def level(at: float) -> float:  # the median of the samples around ``at``
+        i = max(int(np.searchsorted(t, at, side="right")) - 1, 0)
+        return float(np.nanmedian(cache[max(i - 1, 0):i + 2]))
+
+    phases = {name: (t0, t1) for name, t0, t1 in recording.phases()}
+    load0, load1 = phases["load"][0], phases["load"][1] or float(t[-1])
+    spans = ((load0, load1), (load0, float(t[-1])), (float(t[0]), float(t[-1])))
+    return max(abs(level(b) - level(a) - cached) for a, b in spans)
+
+
 @pytest.fixture(scope="session")
 def nginx_static(tmp_path_factory) -> Case:
     """nginx (2 workers, sendfile) serving 96 MiB of files dropped from the page cache first:
-    the load reads them into the page cache."""
+    the load reads them into the page cache. Recorded again while the rest of the machine
+    moved the page cache by more than a quarter of the files (``NGINX_ATTEMPTS``)."""
     base = tmp_path_factory.mktemp("nginx-static")
-    rec = base / "rec"
-    with nginx(base / "server", NGINX_FILES, NGINX_FILE_MIB) as server:
-        files = sorted((server.workdir / "www").glob("*.bin"))
-        before = sum(resident_bytes(f) for f in files)
-        cached_before = meminfo()
-        paths = ",".join(f"/{f.name}" for f in files)
-        done = run_phases(rec, server.url, env={"CORPUS_PATHS": paths, "CORPUS_WAIT": "0.05"},
-                          users=4)
-        after = sum(resident_bytes(f) for f in files)
-        cached_after = meminfo()
+    files_bytes = NGINX_FILES * NGINX_FILE_MIB * MiB
+    noises: list[int] = []
+    for attempt in range(NGINX_ATTEMPTS):
+        rec = base / f"rec{attempt}"
+        with nginx(base / f"server{attempt}", NGINX_FILES, NGINX_FILE_MIB) as server:
+            files = sorted((server.workdir / "www").glob("*.bin"))
+            before = sum(resident_bytes(f) for f in files)
+            cached_before = meminfo()
+            paths = ",".join(f"/{f.name}" for f in files)
+            done = run_phases(rec, server.url,
+                              env={"CORPUS_PATHS": paths, "CORPUS_WAIT": "0.05"}, users=4)
+            after = sum(resident_bytes(f) for f in files)
+            cached_after = meminfo()
+        noises.append(int(_page_cache_noise(rec, after - before)))
+        if noises[-1] < NGINX_CACHE_TOLERANCE * files_bytes:
+            break
     case = Case("nginx-static", rec, run=done)
     case.facts = {
         "server": f"nginx 2 workers, sendfile, {NGINX_FILES} files x {NGINX_FILE_MIB} MiB",
-        "files_bytes": NGINX_FILES * NGINX_FILE_MIB * MiB,
+        "files_bytes": files_bytes,
         "resident_before_bytes": before, "resident_after_bytes": after,
         "cached_into_page_cache_bytes": after - before,
         "system_cached_delta_bytes": cached_after["Cached"] - cached_before["Cached"],
+        # per attempt: how far the rest of the machine moved the page cache
+        "page_cache_noise_bytes": noises,
         "phases": _phases(rec),
     }
     case.keep()
