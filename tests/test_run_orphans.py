@@ -100,6 +100,10 @@ def test_sigkill_with_the_demo_during_load(tmp_path: Path):
     assert meta["status"] == "incomplete"
     assert meta["kind"] == "run" and meta["target"] == "demo"
     assert [p["phase"] for p in meta["phases"]] == ["baseline", "load"]
+    from loadmem.recording import open_recording
+    notes = open_recording(out).notes
+    assert any("was killed (status: incomplete)" in n and "after its load phase began" in n
+               for n in notes), notes
 
 
 def test_sigkill_with_a_local_server_and_processes(tmp_path: Path):

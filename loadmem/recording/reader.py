@@ -336,7 +336,15 @@ def open_recording(path: str | Path, strict: bool = True) -> Recording:
     for name in TABLES:
         _check_table(rec, name, strict)
     status = meta.get("status")
-    if status and status != "complete":
+    if status == "incomplete":
+        phases = [str(ph.get("phase")) for ph in meta.get("phases") or [] if isinstance(ph, dict)]
+        notes.append(
+            "the run that made this recording was killed (status: incomplete); the recorder "
+            "finished its files, but the run stopped "
+            + (f"after its {phases[-1]} phase began" if phases else "before its first phase")
+            + ": the phases after that did not happen"
+        )
+    elif status and status != "complete":
         seg = [t for t in TABLES if (p / t).is_dir()]
         notes.append(
             f"recording was not finished cleanly (status: {status}); "
