@@ -46,6 +46,14 @@ def _rss_text(ctx: Context) -> str:
     return text
 
 
+def _lifecycle_part(ctx: Context, count: int, which: str, when: str) -> str:
+    """"N processes appeared (RSS x, PSS y at the end: ...)" for ``which`` appeared/exited."""
+    pss = ctx.lifecycle_total("pss", which)
+    return (f"{_plural(count, 'process')} {which} (RSS "
+            f"{format_bytes(ctx.lifecycle_total('rss', which))}"
+            + (f", PSS {format_bytes(pss)}" if pss else "") + f" {when})")
+
+
 def lifecycle_sentence(ctx: Context) -> str:
     """Processes that appeared or exited inside the window, accounted apart."""
     parts = []
@@ -53,21 +61,11 @@ def lifecycle_sentence(ctx: Context) -> str:
     gone = [p for p in ctx.exited if not p.appeared]
     both = [p for p in ctx.appeared if p.exited]
     if new:
-        pss = ctx.lifecycle_total("pss", "appeared")
-        parts.append(
-            f"{_plural(len(new), 'process')} appeared (RSS "
-            f"{format_bytes(ctx.lifecycle_total('rss', 'appeared'))}"
-            + (f", PSS {format_bytes(pss)}" if pss else "")
-            + " at the end: new, not growth)"
-        )
+        parts.append(_lifecycle_part(ctx, len(new), "appeared",
+                                     "at the end: new, not growth"))
     if gone:
-        pss = ctx.lifecycle_total("pss", "exited")
-        parts.append(
-            f"{_plural(len(gone), 'process')} exited (RSS "
-            f"{format_bytes(ctx.lifecycle_total('rss', 'exited'))}"
-            + (f", PSS {format_bytes(pss)}" if pss else "")
-            + " when the window opened: their memory went with them)"
-        )
+        parts.append(_lifecycle_part(ctx, len(gone), "exited",
+                                     "when the window opened: their memory went with them"))
     if both:
         parts.append(f"{_plural(len(both), 'process')} came and went inside the window")
     if not parts:
