@@ -119,6 +119,14 @@ def _record(out: Path, root: int, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _fork_after_ticks(proc: subprocess.Popen, parent: int, ticks: int) -> None:
+    """Let the recorder report ``ticks`` ticks, then make the parent fork one more child."""
+    assert proc.stdout is not None
+    for _ in range(ticks):
+        proc.stdout.readline()
+    os.kill(parent, signal.SIGUSR2)
+
+
 def _finish(proc: subprocess.Popen) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -202,10 +210,7 @@ def test_a_fork_moves_the_parent_and_it_is_read_again(tmp_path):
     try:
         out = tmp_path / "rec"
         proc = _record(out, parent, "--pss-max-age", "30s", "--duration", "3s")
-        assert proc.stdout is not None
-        for _ in range(4):
-            proc.stdout.readline()
-        os.kill(parent, signal.SIGUSR2)  # fork one more child
+        _fork_after_ticks(proc, parent, 4)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             line = json.loads(proc.stdout.readline())
@@ -232,10 +237,7 @@ def test_a_process_born_during_the_recording_is_read_on_its_first_tick(tmp_path)
         out = tmp_path / "rec"
         # 0.01 % of a core: the first read of the parent empties the bucket for minutes
         proc = _record(out, parent, "--pss-budget", "0.01%", "--duration", "3s")
-        assert proc.stdout is not None
-        for _ in range(4):
-            proc.stdout.readline()
-        os.kill(parent, signal.SIGUSR2)  # fork one more child
+        _fork_after_ticks(proc, parent, 4)
         _finish(proc)
     finally:
         tree.kill()

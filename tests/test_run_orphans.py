@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from _run_support import http_server, loadmem_cmd, phase_started, wait_for, write_scenario
 
+from loadmem.recording import open_recording
+
 pytestmark = pytest.mark.slow
 
 
@@ -80,6 +82,13 @@ def _meta(out: Path) -> dict:
     return json.loads((out / "meta.json").read_text())
 
 
+def _closed_meta(out: Path) -> dict:
+    """meta.json once the recorder that outlived the killed run has closed the recording."""
+    wait_for(lambda: _meta(out).get("status") not in (None, "recording"), 30,
+             "the recorder to close the recording")
+    return _meta(out)
+
+
 def test_sigkill_with_the_demo_during_load(tmp_path: Path):
     scenario = write_scenario(tmp_path, wait=0.05)
     out = tmp_path / "rec"
@@ -94,13 +103,10 @@ def test_sigkill_with_the_demo_during_load(tmp_path: Path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    wait_for(lambda: _meta(out).get("status") not in (None, "recording"), 30,
-             "the recorder to close the recording")
-    meta = _meta(out)
+    meta = _closed_meta(out)
     assert meta["status"] == "incomplete"
     assert meta["kind"] == "run" and meta["target"] == "demo"
     assert [p["phase"] for p in meta["phases"]] == ["baseline", "load"]
-    from loadmem.recording import open_recording
     notes = open_recording(out).notes
     assert any("was killed (status: incomplete)" in n and "after its load phase began" in n
                for n in notes), notes
@@ -120,9 +126,7 @@ def test_sigkill_with_a_local_server_and_processes(tmp_path: Path):
         finally:
             if proc.poll() is None:
                 proc.kill()
-    wait_for(lambda: _meta(out).get("status") not in (None, "recording"), 30,
-             "the recorder to close the recording")
-    meta = _meta(out)
+    meta = _closed_meta(out)
     assert meta["status"] == "incomplete" and meta["run_status"] == "running"
     assert meta["scenario"].endswith("scenario.py") and meta["processes"] == 2
     assert meta["target"] == f"http://127.0.0.1:{port}"
