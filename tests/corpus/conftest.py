@@ -305,7 +305,8 @@ def _pss_coverage(rec: Path) -> dict:
     most = max(total for _, _, total in per_tick)
     full = next((t for t, n, total in per_tick if n == total == most), None)
     return {"pss_coverage_first": per_tick[0][1:], "pss_coverage_last": per_tick[-1][1:],
-            "pss_full_coverage_from_s": full}
+            "pss_full_coverage_from_s": full,
+            "pss_coverage_partial_ticks": sum(n < total for _, n, total in per_tick)}
 
 
 def _forked_after(tmp_path_factory) -> Case:
