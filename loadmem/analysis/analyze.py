@@ -48,6 +48,9 @@ COW_STOPPED_BYTES = 1 << 20
 #: --pss-max-age (meta ``pss_max_age_s``, else this) plus two intervals: the budget held
 #: reads back. Younger figures are current: the recorder re-reads a process that faults.
 DEFAULT_PSS_MAX_AGE_S = 15.0
+#: Summed drift of the PSS figures at the window's end worth a note: the smallest
+#: copy-on-write finding (a drain that size could be missing from the figures).
+PSS_DRIFT_NOTE = det.COW_INFO
 
 
 @dataclass
@@ -447,6 +450,17 @@ def _pss_staleness(rec: Recording, tick: int, t_end: float) -> float | None:
     return None if m is None else max(t_end - m, 0.0)
 
 
+def _pss_drift(rec: Recording, ticks: np.ndarray) -> float | None:
+    """The most the summed PSS figures may have moved since their reads, over ``ticks``:
+    the recorder table's ``pss_drift`` (None in recordings made before that column)."""
+    if not rec.has("recorder") or len(ticks) == 0:
+        return None
+    tb = rec.rows_at_ticks("recorder", [int(x) for x in ticks], ["pss_drift"])
+    if "pss_drift" not in tb.column_names or tb.num_rows == 0:
+        return None
+    return pc.max(tb.column("pss_drift")).as_py()
+
+
 def _notes(rec: Recording, series: RecordingSeries, wins: Windows, ctx: Context) -> list[str]:
     procs = series.processes
     notes = [*rec.notes, *wins.notes, *procs.notes]
@@ -473,6 +487,18 @@ def _notes(rec: Recording, series: RecordingSeries, wins: Windows, ctx: Context)
             f"the stalest PSS figure at the end of the window had gone unconfirmed for "
             f"{format_duration(age)}, beyond --pss-max-age {format_duration(max_age)}: the "
             "recorder's --pss-budget held reads back, so the last PSS changes may be missing"
+        )
+    # the level at the end is the median of the edge's samples: a figure the budget held
+    # back on any of them (its process faulted since its read) may leave the level short
+    win = index_range(system, wins.main.t_start, wins.main.t_end)
+    edge = system.tick[max(win.stop - edge_count(win.stop - win.start), 0):win.stop]
+    drift = _pss_drift(rec, edge)
+    if drift is not None and drift >= PSS_DRIFT_NOTE:
+        notes.append(
+            f"the PSS figures at the end of the window may be short by up to "
+            f"{format_bytes(drift)}: the processes faulted that much since their last "
+            "smaps_rollup read, which the recorder's --pss-budget held back (pss_drift); raise "
+            "--pss-budget, or end the recording later, for the figures to catch up"
         )
     gaps = [e for e in rec.events("gap") if isinstance(e.get("data"), dict)
             and wins.main.t_start <= float(e["data"].get("to_t", e["t"])) <= wins.main.t_end]

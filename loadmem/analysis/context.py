@@ -22,6 +22,7 @@ import numpy as np
 
 from loadmem.analysis.model import Window
 from loadmem.analysis.series import (
+    SMAPS_SUMS,
     Lifecycle,
     RecordingSeries,
     Sums,
@@ -85,8 +86,6 @@ class ProcChange:
     def delta(self, name: str) -> float | None:
         """Change of a figure over the process's time in the window; smaps figures from its
         first read in the window."""
-        from loadmem.analysis.series import SMAPS_SUMS
-
         start = self.first_smaps if name in SMAPS_SUMS else self.first
         if start is None:
             return None
@@ -183,8 +182,6 @@ class Context:
         """Sum of a figure over the processes that appeared (``which="appeared"``, at their
         last row) or exited (``"exited"``, at their first row in the window, their first
         smaps read for smaps figures)."""
-        from loadmem.analysis.series import SMAPS_SUMS
-
         if which == "appeared":
             vals = [p.value(name, "last") for p in self.appeared]
         else:
@@ -207,8 +204,11 @@ class Context:
 
 def _series_changes(t: np.ndarray, series: dict[str, np.ndarray], win: slice,
                     noise_from: dict[str, np.ndarray] | None, base: slice | None,
-                    offset: int = 0, k: int | None = None) -> dict[str, Change]:
-    """Changes of ``series`` (holding the system samples from ``offset`` on) over ``win``."""
+                    offset: int = 0, k: int | None = None,
+                    current: np.ndarray | None = None) -> dict[str, Change]:
+    """Changes of ``series`` (holding the system samples from ``offset`` on) over ``win``;
+    ``current`` (per system sample) for the levels of the sums of smaps figures, carried
+    forward between reads (``trend.levels``)."""
     out: dict[str, Change] = {}
     for name, y in series.items():
         if not np.isfinite(y[max(win.start - offset, 0):win.stop - offset]).any():
@@ -219,7 +219,8 @@ def _series_changes(t: np.ndarray, series: dict[str, np.ndarray], win: slice,
             yb = src[base]
             if np.isfinite(yb).sum() >= MIN_BASELINE_SAMPLES:
                 noise = noise_sigma(yb)
-        out[name] = change(t, y, win, noise, offset, k)
+        out[name] = change(t, y, win, noise, offset, k,
+                           current if name in SMAPS_SUMS else None)
     return out
 
 
@@ -244,14 +245,16 @@ def measure(series: RecordingSeries, w: Window, baseline: Window | None,
     procs_ = series.processes
     everyone_series = dict(procs_.watched.values)
     ctx_system = _series_changes(t, sys_series, win, sys_series, base, k=k)
-    everyone = _series_changes(t, everyone_series, win, everyone_series, base, k=k)
+    cur = procs_.current
+    everyone = _series_changes(t, everyone_series, win, everyone_series, base, k=k,
+                               current=cur)
     loadgen_series = _zero_absent(procs_.loadgen)
-    loadgen = _series_changes(t, loadgen_series, win, loadgen_series, base, k=k)
+    loadgen = _series_changes(t, loadgen_series, win, loadgen_series, base, k=k, current=cur)
     life = procs_.windows.get(w.name)
     group: dict[str, Change] = {}
     if life is not None:
         group = _series_changes(t, life.sums.values, win, everyone_series, base,
-                                offset=life.sums.start, k=k)
+                                offset=life.sums.start, k=k, current=cur)
     procs = _proc_changes(life, procs_.groups) if life is not None else []
     i_end = win.stop - 1
     count = procs_.watched.count

@@ -4,7 +4,8 @@ System-wide memory figures are noisy (other processes, the page cache, per-CPU f
 so a verdict never rests on "last sample minus first sample". Instead:
 
 - the *level* when a window opens is the median of the few samples up to its first one (the
-  state before it), the level at its end the median of its last few samples;
+  state before it), the level at its end the median of its last few samples (for figures
+  carried forward between reads, PSS, those of the samples whose figures were current);
 - the *rate* is the Theil–Sen slope (median of pairwise slopes), which ignores up to ~29% of
   outlying samples; long series are subsampled evenly to at most ``MAX_POINTS`` points first,
   so memory stays O(n) and time bounded whatever the recording length;
@@ -127,34 +128,54 @@ def _median(y: np.ndarray) -> float | None:
     return float(np.median(y)) if len(y) else None
 
 
-def levels(y: np.ndarray, sl: slice, offset: int = 0,
-           k: int | None = None) -> tuple[float | None, float | None]:
+def _edge(y: np.ndarray, lo: int, hi: int, offset: int,
+          current: np.ndarray | None) -> float | None:
+    """Median of ``y`` over the system samples ``[lo, hi)`` (``y`` from ``offset`` on); with
+    ``current``, over those of them where it is true, when there are any."""
+    lo = max(lo, offset)
+    seg = y[lo - offset:max(hi - offset, 0)]
+    if current is not None and len(seg):
+        keep = current[lo:lo + len(seg)] & np.isfinite(seg)
+        if keep.any():
+            seg = seg[keep]
+    return _median(seg)
+
+
+def levels(y: np.ndarray, sl: slice, offset: int = 0, k: int | None = None,
+           current: np.ndarray | None = None) -> tuple[float | None, float | None]:
     """The level of ``y`` when the window ``sl`` (system sample indices) opens and at its end:
     the median of the ``edge_count`` samples up to and including its first sample (the first
     ones of the recording when it opens with them), and of its last ``edge_count`` samples
     (missing samples left out). ``y`` holds the samples from index
     ``offset`` on. The one definition of "at the start" and "at the end" every output uses
     (analysis, run summary, ``loadmem ls``, plot, report). ``k``: the number of edge samples
-    (the phases of a window use the window's own, so their changes add up to its change)."""
+    (the phases of a window use the window's own, so their changes add up to its change).
+
+    ``current`` (per system sample; for the sums of figures carried forward between reads,
+    like PSS): the samples whose figures were all current. An edge that has some takes its
+    median over those only: a figure the recorder knew had moved since its read is not a
+    sample of the level (the recording's last tick reads every moved figure, so its end has
+    one)."""
     n = sl.stop - sl.start
     if n <= 0:
         return None, None
     k = k or edge_count(n)
     a = lead(sl, k)  # the k samples up to the first one (the first k of the recording)
     y = np.asarray(y, dtype=float)
-    start = _median(y[max(a - offset, 0):a + k - offset])
-    end = _median(y[max(sl.stop - offset - k, 0):sl.stop - offset])
-    return start, end
+    return (_edge(y, a, a + k, offset, current),
+            _edge(y, sl.stop - k, sl.stop, offset, current))
 
 
 def change(t: np.ndarray, y: np.ndarray, sl: slice, noise: float | None = None,
-           offset: int = 0, k: int | None = None) -> Change:
-    """Levels at both ends (``levels``), Theil–Sen rate (on demand, over the window's own
-    samples) and noise (the window's own when not given) of ``y`` over the window ``sl``.
-    ``t`` is indexed like the system samples; ``y`` holds the samples from ``offset`` on."""
+           offset: int = 0, k: int | None = None,
+           current: np.ndarray | None = None) -> Change:
+    """Levels at both ends (``levels``, ``current`` passed on), Theil–Sen rate (on demand,
+    over the window's own samples) and noise (the window's own when not given) of ``y`` over
+    the window ``sl``. ``t`` is indexed like the system samples; ``y`` holds the samples from
+    ``offset`` on."""
     yw = np.asarray(y[sl.start - offset:sl.stop - offset], dtype=float)
     tw, yw = _clean(np.asarray(t[sl], dtype=float), yw)
     if len(yw) == 0:
         return Change(None, None, None, noise or 0.0)
-    start, end = levels(y, sl, offset, k)
+    start, end = levels(y, sl, offset, k, current)
     return Change(start, end, None, noise_sigma(yw) if noise is None else noise, t=tw, y=yw)

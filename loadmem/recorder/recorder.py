@@ -398,15 +398,18 @@ class Recorder:
         # samples (a flush "--flush after the previous one ended" drifts by a tick each time)
         next_flush = o.flush
         prev_slot, prev_t, work_s, work_cpu = -1, 0.0, 0.0, 0.0
-        while tick == 0 or not self.stop_event.is_set():  # at least one sample
+        # The last tick is a closing one (Sampler.tick): taken at once when a stop is asked
+        # for (in the slot it was waiting for), or in the last slot of --duration.
+        closing = False
+        while not closing:
             scheduled = start + slot * o.interval
             if o.duration is not None and scheduled - start > o.duration + 1e-6:
-                self.stop_reason = "duration"
+                self.stop_reason = "duration"  # a slot past the end (a late wake-up)
                 break
+            closing = self.stop_event.is_set()
             now = time.monotonic()
-            if now < scheduled:
-                if self.stop_event.wait(scheduled - now):
-                    break
+            if now < scheduled and not closing:
+                closing = self.stop_event.wait(scheduled - now)
                 now = time.monotonic()
             latest = math.floor((now - start) / o.interval + 1e-9)
             if latest > slot:  # woken a whole interval late (a stopped or starved process):
@@ -415,7 +418,11 @@ class Recorder:
                 if o.duration is not None and scheduled - start > o.duration + 1e-6:
                     self.stop_reason = "duration"
                     break
-            lag = now - scheduled
+            if o.duration is not None and scheduled + o.interval - start > o.duration + 1e-6:
+                closing = True
+                if not self.stop_event.is_set():
+                    self.stop_reason = "duration"
+            lag = max(now - scheduled, 0.0)  # a closing tick may come before its slot
             t = now - start
             ts = dt.datetime.now(dt.UTC)
             missed = slot - prev_slot - 1
@@ -428,7 +435,7 @@ class Recorder:
             if snaps is not None:
                 snaps.begin_tick(tick, t, ts)
             c0 = time.perf_counter()
-            res = sampler.tick(tick, t, ts)
+            res = sampler.tick(tick, t, ts, closing=closing)
             if snaps is not None:
                 self._take_snapshots(snaps, writers)
             tick_us = int((time.perf_counter() - c0) * 1e6)

@@ -200,8 +200,13 @@ class Sampler:
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
     # --- the tick ------------------------------------------------------------------
-    def tick(self, tick_no: int, t: float, ts: dt.datetime) -> TickResult:
-        """Sample everything once: system, discovery, cheap tier, budgeted smaps, cgroups."""
+    def tick(self, tick_no: int, t: float, ts: dt.datetime, closing: bool = False) -> TickResult:
+        """Sample everything once: system, discovery, cheap tier, budgeted smaps, cgroups.
+
+        ``closing``: the recording's last tick. Every figure that moved since its read (and
+        any never read) is read whatever the budget's balance: the last figures are the end
+        level every verdict compares with, and a figure the budget held back would leave out
+        whatever was copied just before the stop. Re-checks of quiet figures are skipped."""
         self._t, self._ts = t, ts
         c0 = time.perf_counter()
         common = {"ts": ts, "t": t, "tick": tick_no}
@@ -215,7 +220,7 @@ class Sampler:
             self._start(w)
         samples, errors = self._cheap_tier()
         cheap_us = int((time.perf_counter() - c0) * 1e6)
-        reads = self._smaps_reads(samples, t)
+        reads = self._smaps_reads(samples, t, closing)
         res = TickResult(system=system, processes=[], cgroup=[], events=[], cheap_us=cheap_us,
                          smaps_reads=len(reads.fresh), smaps_us=reads.total_us,
                          smaps_max_us=reads.max_us, errors=errors)
@@ -342,8 +347,9 @@ class Sampler:
             self._group_changed(w, joined=False)
         return samples, errors
 
-    def _smaps_reads(self, samples: list[_Sample], t: float) -> _Reads:
-        """The budgeted smaps_rollup reads, most urgent first, each one timed and charged."""
+    def _smaps_reads(self, samples: list[_Sample], t: float, closing: bool = False) -> _Reads:
+        """The budgeted smaps_rollup reads, most urgent first, each one timed and charged
+        (``closing``: every moved or unread figure, beyond the balance; no re-checks)."""
         self.bucket.refill()
         self.bucket.charge()
         reads = _Reads()
@@ -363,14 +369,14 @@ class Sampler:
             cands.append(Candidate(key, x.info.pss, drift))
         urgent, dirty, rechecks = due_lists(cands, t, self.max_age, lead=self.interval,
                                             tolerance=self.tolerance, recheck=self.recheck)
-        due = urgent + dirty + rechecks
+        due = urgent + dirty + ([] if closing else rechecks)
         recheck_from = len(urgent) + len(dirty)
         self.recheck_bucket.refill()
         births = 0
         for n, c in enumerate(due):
             if n == len(urgent) and self.between_reads is not None:
                 self.between_reads()  # a pending mapping snapshot: before the dirty ones
-            if not self.bucket.allows:
+            if not self.bucket.allows and not closing:
                 # a process born during the recording is read on its first tick whatever
                 # the balance: its first figure is the baseline of all that follows, and a
                 # worker may copy megabytes within a second of its birth (gc, imports)

@@ -87,6 +87,25 @@ def test_start_level_is_the_state_before_the_window_opens() -> None:
     assert a[1] == b[0]
 
 
+def test_edge_levels_of_carried_figures_use_the_current_samples() -> None:
+    """A PSS sum carried forward while the budget held reads back (100 for the whole end
+    edge but its last sample, the closing tick's read, 160): the level at the end is the
+    read, not the median of the held-back carries; with no current sample in an edge (or no
+    flags at all) it is the plain median."""
+    t = np.arange(100.0)
+    y = np.full(100, 100.0)
+    y[-1] = 160.0
+    current = np.ones(100, bool)
+    current[80:99] = False  # faulted since its read: held back from sample 80 on
+    assert levels(y, slice(0, 100)) == (100.0, 100.0)  # the median of 10 carries
+    assert levels(y, slice(0, 100), current=current) == (100.0, 160.0)
+    assert change(t, y, slice(0, 100), current=current).delta == 60.0
+    # a phase ending before the closing tick: no current sample in its end edge
+    assert levels(y, slice(0, 95), current=current) == levels(y, slice(0, 95))
+    # with an offset (a window's own sums from sample 20 on)
+    assert levels(y[20:], slice(20, 100), offset=20, current=current)[1] == 160.0
+
+
 # --- windows --------------------------------------------------------------------------------
 
 PHASES = [("baseline", 0.0, 10.0), ("load", 10.0, 40.0), ("observe", 40.0, 100.0)]

@@ -305,6 +305,9 @@ class ProcessSeries:
     recorder_pids: set[int] = field(default_factory=set)
     rows: int = 0
     notes: list[str] = field(default_factory=list)
+    #: per system sample: every smaps figure was current (the recorder table's pss_stale_s
+    #: is 0); None when the recording does not say (made before that column)
+    current: np.ndarray | None = None
 
 
 def _lifecycle_times(rec: Recording) -> np.ndarray:
@@ -371,13 +374,14 @@ def read_processes(
     checkpoint_ticks: Sequence[int] = (),
 ) -> ProcessSeries:
     """Stream the processes table once: per-tick sums, lifetimes, fixed sets per window."""
-    rec_table = rec.table("recorder", ["pid"])
+    rec_table = rec.table("recorder", ["pid", "tick", "pss_stale_s"])
     recorder_pids = {int(p) for p in pc.unique(rec_table.column("pid")).to_pylist() if p}
     if isinstance(rec.meta.get("recorder_pid"), int):
         recorder_pids.add(rec.meta["recorder_pid"])
     excluded = np.array(sorted(recorder_pids), dtype=np.int64)
     n = len(system)
     idx_of_tick = system.index_of_tick()
+    current = _current(rec_table, idx_of_tick, n)
     spans = [(w, index_range(system, w.t_start, w.t_end)) for w in windows]
     spans = [(w, sl) for w, sl in spans if sl.stop > sl.start]
     wins = [_WindowAcc(w, sl, same, smaps, counts) for (w, sl), (same, smaps, counts)
@@ -543,7 +547,25 @@ def read_processes(
         recorder_pids=recorder_pids,
         rows=rows,
         notes=notes,
+        current=current,
     )
+
+
+def _current(recorder: pa.Table, idx_of_tick: np.ndarray, n: int) -> np.ndarray | None:
+    """Per system sample: were all the smaps figures current at that tick (the recorder
+    table's ``pss_stale_s`` 0)? A sample the recorder table has no row for counts as current
+    (nothing says otherwise); None for a recording made before ``pss_stale_s``."""
+    col = recorder.column("pss_stale_s")
+    if recorder.num_rows == 0 or col.null_count == recorder.num_rows:
+        return None
+    tick = _ints(recorder.column("tick"), -1)
+    stale = np.asarray(pc.fill_null(col, 0.0).to_numpy(
+        zero_copy_only=False), np.float64)
+    ok = (tick >= 0) & (tick < len(idx_of_tick))
+    ok[ok] &= idx_of_tick[tick[ok]] >= 0
+    out = np.ones(n, bool)
+    out[idx_of_tick[tick[ok]]] = stale[ok] <= 0.0
+    return out
 
 
 def _groups(first: pa.Table) -> dict[int, str]:
