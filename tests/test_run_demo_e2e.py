@@ -83,6 +83,12 @@ def test_recording_has_phases_requests_and_processes(runs: dict[str, Path]):
     assert all(end is not None and end > start for _, start, end in phases.values())
     _, load_start, load_end = phases["load"]
     assert phases["baseline"][2] <= load_start and load_end <= phases["observe"][1]
+    # observe ends at the recorder's last tick (the closing one, taken at its stop, which reads
+    # every moved PSS figure): that tick is observe's last sample, every figure current, and
+    # the stop snapshot after it is not counted in observe
+    own = rec.table("recorder", ["t", "pss_stale_s"]).to_pylist()
+    assert own[-1]["t"] == rec.duration <= phases["observe"][2] < rec.duration + 0.5
+    assert own[-1]["pss_stale_s"] == 0.0
 
     req = rec.table("requests")
     agg = req.filter(pc.equal(req.column("name").cast("string"), "Aggregated")).to_pylist()

@@ -452,8 +452,15 @@ class Orchestrator:
         seen = self.signals.count
         rec = self.begin("observe", duration_s=observe)
         why = self.wait(rec, observe, recorder, signals_seen=seen)
-        self.end(rec, why)
+        t_stop = self.now_t()
         recorder.snapshot("observe_end")  # read by the recorder as it stops
+        # the recorder's last tick, taken at its stop, reads every PSS figure that moved since
+        # its read whatever its budget: observe's last sample. Ended before it, the window
+        # lost it, and with it a copy made in the last seconds while the budget was spent.
+        # (Its stop snapshot and merge, after that tick, are not part of observe.)
+        recorder.stop(timeout=20.0)
+        last = recorder.status.latest  # the last tick's status line (t rounded to 1 ms)
+        self.end(rec, why, t=max(t_stop, float(last["t"]) + 0.001) if last else t_stop)
 
     def _load_outcome(self, plan: RunPlan, why: str) -> None:
         """Fill ``self.load`` from the child's messages; record how the load ended."""
