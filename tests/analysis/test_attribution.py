@@ -124,12 +124,17 @@ def _wait(pred, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def record_around(tree: Tree, out: Path, linger: float = 0.0):
+def record_around(tree: Tree, out: Path, tail: float = 0.0):
     """Record the tree: a snapshot before the workers write (``baseline_end``), one at the
-    stop after they wrote (``linger`` seconds later, for the PSS reads to catch up); return
-    the attribution between them."""
+    stop, ``tail`` seconds after they wrote; return the attribution between them. The
+    recording's last tick reads the PSS figures the writes moved, whatever the budget: the
+    tail is quiet samples for the analysis (levels, noise), not a wait for budgeted reads
+    (at the default 2 %, 1.5 s was too short for them on a busy CI machine: the figures read
+    halfway through the writes were the last ones, and no cow-unsharing finding)."""
+    # a budget the cheap tier at 0.1 s cannot eat up (it is charged to it, like pyarrow's
+    # first import in this thread's process): the figures follow the writes as they fault
     rec = Recorder(RecordOptions(out=out, interval=0.1, flush=0.5, handle_signals=False,
-                                 selection=Selection(pids=[tree.pid])))
+                                 pss_budget=0.25, selection=Selection(pids=[tree.pid])))
     th = threading.Thread(target=rec.run, daemon=True)
     th.start()
     try:
@@ -137,7 +142,7 @@ def record_around(tree: Tree, out: Path, linger: float = 0.0):
         rec.snapshot("baseline_end")
         _wait(lambda: rec.snapshots_done >= 2)
         tree.write()
-        time.sleep(linger)
+        time.sleep(tail)
     finally:
         rec.stop("test")
         th.join(timeout=60)
@@ -161,7 +166,7 @@ def cpython(tmp_path_factory):
     out = tmp_path_factory.mktemp("cpython") / "rec"
     tree = Tree([sys.executable, "-c", PY_PREFORK])
     try:
-        att = record_around(tree, out, linger=1.5)
+        att = record_around(tree, out, tail=1.5)
     finally:
         tree.close()
     return out, att
