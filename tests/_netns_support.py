@@ -305,6 +305,9 @@ a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 helper = subprocess.Popen(["nsenter", "--net=" + netns, "--", sys.executable, "-c", HELPER,
                            str(b.fileno()), to], pass_fds=[b.fileno()])
 b.close()
+# the port is printed once the helper runs inside the namespace: before, nsenter may not have
+# entered it yet, and a selector looking then finds the relay's child in this namespace
+assert a.recv(1) == b"r"
 ls = socket.socket()
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("127.0.0.1", 0)); ls.listen(64)
@@ -317,6 +320,7 @@ while True:
 RELAY_HELPER = r'''
 import socket, sys, threading
 s = socket.socket(fileno=int(sys.argv[1]))
+s.send(b"r")  # in the namespace: the relay may say its port
 def pump(x, y):
     try:
         while True:
