@@ -349,9 +349,12 @@ def test_a_copy_just_before_the_stop_is_in_the_last_figures(tmp_path, stop):
     try:
         _quiet(tree.pids)
         out = tmp_path / "rec"
-        duration = "3s" if stop == "duration" else "60s"
+        # with --duration, ticks of 0.1 s: the whole window's end level is made of 3 samples,
+        # the closing one and two held back (the note must not count those)
+        timing = (["--duration", "3s", "--interval", "0.1s"] if stop == "duration"
+                  else ["--duration", "60s"])
         proc = _record(out, tree.pids[0], "--pss-budget", "0.1%", "--pss-max-age", "60s",
-                       "--duration", duration)
+                       *timing)
         assert proc.stdout is not None
         for _ in range(2):  # two ticks: the first figures are in
             assert proc.stdout.readline()
@@ -380,5 +383,6 @@ def test_a_copy_just_before_the_stop_is_in_the_last_figures(tmp_path, stop):
     assert before["pss_drift"] >= 8 * MIB
     held = analyze(rec, window=f"0s:{before['t'] + 0.05:.3f}s").notes
     assert [n for n in held if "may be short by up to" in n and "--pss-budget" in n], held
+    # the whole recording ends with the closing tick: its level is that read, no note
     whole = analyze(rec, window="whole").notes
     assert not [n for n in whole if "may be short" in n], whole

@@ -36,7 +36,7 @@ from loadmem.analysis.series import (
     index_range,
     read_system,
 )
-from loadmem.analysis.trend import edge_count, theil_sen
+from loadmem.analysis.trend import edge_count, end_edge, theil_sen
 from loadmem.analysis.window import Windows, resolve
 from loadmem.errors import LoadmemError
 from loadmem.recording.reader import Recording, open_recording
@@ -488,11 +488,12 @@ def _notes(rec: Recording, series: RecordingSeries, wins: Windows, ctx: Context)
             f"{format_duration(age)}, beyond --pss-max-age {format_duration(max_age)}: the "
             "recorder's --pss-budget held reads back, so the last PSS changes may be missing"
         )
-    # the level at the end is the median of the edge's samples: a figure the budget held
-    # back on any of them (its process faulted since its read) may leave the level short
-    win = index_range(system, wins.main.t_start, wins.main.t_end)
-    edge = system.tick[max(win.stop - edge_count(win.stop - win.start), 0):win.stop]
-    drift = _pss_drift(rec, edge)
+    # the PSS level at the end is the median of the end edge's current samples when it has
+    # any (trend.levels); with none, of held-back figures, which may leave it short
+    edge = end_edge(index_range(system, wins.main.t_start, wins.main.t_end))
+    current = procs.current
+    drift = (_pss_drift(rec, system.tick[edge])
+             if current is None or not current[edge].any() else None)
     if drift is not None and drift >= PSS_DRIFT_NOTE:
         notes.append(
             f"the PSS figures at the end of the window may be short by up to "

@@ -123,6 +123,12 @@ def lead(sl: slice, k: int | None = None) -> int:
     return max(sl.start - (k or edge_count(sl.stop - sl.start)) + 1, 0)
 
 
+def end_edge(sl: slice, k: int | None = None) -> slice:
+    """The samples the level at the end of the window ``sl`` is made of: its last
+    ``edge_count`` (or ``k``)."""
+    return slice(max(sl.stop - (k or edge_count(sl.stop - sl.start)), 0), sl.stop)
+
+
 def _median(y: np.ndarray) -> float | None:
     y = y[np.isfinite(y)]
     return float(np.median(y)) if len(y) else None
@@ -162,8 +168,9 @@ def levels(y: np.ndarray, sl: slice, offset: int = 0, k: int | None = None,
     k = k or edge_count(n)
     a = lead(sl, k)  # the k samples up to the first one (the first k of the recording)
     y = np.asarray(y, dtype=float)
+    end = end_edge(sl, k)
     return (_edge(y, a, a + k, offset, current),
-            _edge(y, sl.stop - k, sl.stop, offset, current))
+            _edge(y, end.start, end.stop, offset, current))
 
 
 def change(t: np.ndarray, y: np.ndarray, sl: slice, noise: float | None = None,
