@@ -9,6 +9,7 @@ each recording a few seconds at ``--interval 0.2s``."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -20,7 +21,11 @@ from pathlib import Path
 import pytest
 
 from loadmem.analysis import analyze
+from loadmem.procfs.reader import ProcFS
 from loadmem.procfs.smaps_rollup import parse_smaps_rollup
+from loadmem.recorder.sampler import Sampler
+from loadmem.recorder.scheduler import TokenBucket
+from loadmem.recorder.selection import ProcessSelector, Selection
 from loadmem.recording import open_recording
 
 MIB = 1 << 20
@@ -127,6 +132,20 @@ def _fork_after_ticks(proc: subprocess.Popen, parent: int, ticks: int) -> None:
     for _ in range(ticks):
         proc.stdout.readline()
     os.kill(parent, signal.SIGUSR2)
+
+
+def _read_once_then_spent(root: int, n: int) -> Sampler:
+    """A Sampler of the tree under ``root`` whose first tick read all ``n`` processes, its
+    budget spent after it: no ordinary tick reads a figure again."""
+    fs = ProcFS()
+    sel = ProcessSelector(Selection(pids=[root]), fs)
+    sel.check_initial()
+    bucket = TokenBucket(1.0, cap_s=10.0)  # room for the first reads of all of them
+    sampler = Sampler(sel, bucket, fs, max_age=60.0, interval=1.0, read_cgroups=False)
+    first = sampler.tick(0, 0.0, dt.datetime.now(dt.UTC)).processes
+    assert all(r["pss_fresh"] for r in first) and len(first) == n
+    bucket.budget, bucket.balance = 1e-9, -1.0  # spent
+    return sampler
 
 
 def _finish(proc: subprocess.Popen) -> None:
@@ -263,25 +282,11 @@ def test_the_estimate_follows_a_drain_the_budget_cannot_read(tmp_path):
     pages shared by two or three pulled its harmonic sharing degree to ~9 though its 16 MiB
     were shared by all 16): the 8 copies of a page then moved it by 1/16 of a page, not by
     1/9 of a page each (it was credited 14.4 MiB for the 1 MiB it gained)."""
-    import datetime as dt
-
-    from loadmem.procfs.reader import ProcFS
-    from loadmem.recorder.sampler import Sampler
-    from loadmem.recorder.scheduler import TokenBucket
-    from loadmem.recorder.selection import ProcessSelector, Selection
-
     tree = _Tree(tmp_path, 16, 16, between_mib=1)
     try:
         _quiet(tree.pids)  # the parent copies some of its heap right after forking
-        fs = ProcFS()
-        sel = ProcessSelector(Selection(pids=[tree.pids[0]]), fs)
-        sel.check_initial()
-        bucket = TokenBucket(1.0, cap_s=10.0)  # room for the first reads of all sixteen
-        sampler = Sampler(sel, bucket, fs, max_age=60.0, interval=1.0, read_cgroups=False)
         before = _pss(tree.pids)
-        first = sampler.tick(0, 0.0, dt.datetime.now(dt.UTC))
-        assert all(r["pss_fresh"] for r in first.processes) and len(first.processes) == 16
-        bucket.budget, bucket.balance = 1e-9, -1.0  # spent: no read from now on
+        sampler = _read_once_then_spent(tree.pids[0], 16)
         for pid in tree.pids[1:9]:
             os.kill(pid, signal.SIGUSR1)
         for _ in range(8):
@@ -305,25 +310,11 @@ def test_the_estimate_follows_a_drain_the_budget_cannot_read(tmp_path):
 def test_the_closing_tick_reads_what_moved_whatever_the_budget(tmp_path):
     """The last tick of a recording is a closing one: the figures that moved since their read
     are read beyond the budget (the end level every verdict compares with); an ordinary tick
-    carries them forward. Quiet figures are not read again."""
-    import datetime as dt
-
-    from loadmem.procfs.reader import ProcFS
-    from loadmem.recorder.sampler import Sampler
-    from loadmem.recorder.scheduler import TokenBucket
-    from loadmem.recorder.selection import ProcessSelector, Selection
-
+    carries them forward."""
     tree = _Tree(tmp_path, 16, 4)
     try:
         _quiet(tree.pids)
-        fs = ProcFS()
-        sel = ProcessSelector(Selection(pids=[tree.pids[0]]), fs)
-        sel.check_initial()
-        bucket = TokenBucket(1.0, cap_s=10.0)
-        sampler = Sampler(sel, bucket, fs, max_age=60.0, interval=1.0, read_cgroups=False)
-        assert all(r["pss_fresh"] for r in sampler.tick(0, 0.0, dt.datetime.now(dt.UTC))
-                   .processes)
-        bucket.budget, bucket.balance = 1e-9, -1.0  # spent: no ordinary read from now on
+        sampler = _read_once_then_spent(tree.pids[0], 4)
         os.kill(tree.pids[1], signal.SIGUSR1)
         assert tree.p.stdout.readline().startswith("done")
         after = _pss(tree.pids)

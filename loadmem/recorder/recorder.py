@@ -400,10 +400,13 @@ class Recorder:
         prev_slot, prev_t, work_s, work_cpu = -1, 0.0, 0.0, 0.0
         # The last tick is a closing one (Sampler.tick): taken at once when a stop is asked
         # for (in the slot it was waiting for), or in the last slot of --duration.
+        def past_end(slot_time: float) -> bool:  # a slot beyond --duration
+            return o.duration is not None and slot_time - start > o.duration + 1e-6
+
         closing = False
         while not closing:
             scheduled = start + slot * o.interval
-            if o.duration is not None and scheduled - start > o.duration + 1e-6:
+            if past_end(scheduled):
                 self.stop_reason = "duration"  # a slot past the end (a late wake-up)
                 break
             closing = self.stop_event.is_set()
@@ -415,10 +418,10 @@ class Recorder:
             if latest > slot:  # woken a whole interval late (a stopped or starved process):
                 slot = latest  # this is the tick of the latest slot, those before are missed
                 scheduled = start + slot * o.interval
-                if o.duration is not None and scheduled - start > o.duration + 1e-6:
+                if past_end(scheduled):
                     self.stop_reason = "duration"
                     break
-            if o.duration is not None and scheduled + o.interval - start > o.duration + 1e-6:
+            if past_end(scheduled + o.interval):  # the last slot of --duration
                 closing = True
                 if not self.stop_event.is_set():
                     self.stop_reason = "duration"
