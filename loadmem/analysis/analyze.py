@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from loadmem.analysis import attribution, container, headline, summaries, traffic
@@ -452,13 +453,16 @@ def _pss_staleness(rec: Recording, tick: int, t_end: float) -> float | None:
 
 def _pss_drift(rec: Recording, ticks: np.ndarray) -> float | None:
     """The most the summed PSS figures may have moved since their reads, over ``ticks``:
-    the recorder table's ``pss_drift`` (None in recordings made before that column)."""
+    the recorder table's ``pss_drift`` (None in recordings made before that column). The
+    series layer has loaded that table already (one row per tick): read from it, not again
+    from the files."""
     if not rec.has("recorder") or len(ticks) == 0:
         return None
-    tb = rec.rows_at_ticks("recorder", [int(x) for x in ticks], ["pss_drift"])
-    if "pss_drift" not in tb.column_names or tb.num_rows == 0:
+    tb = rec.table("recorder", ["tick", "pss_drift"])
+    if tb.num_rows == 0 or tb.column("tick").null_count == tb.num_rows:
         return None
-    return pc.max(tb.column("pss_drift")).as_py()
+    drift = tb.filter(pc.is_in(tb.column("tick"), pa.array(ticks, tb.column("tick").type)))
+    return pc.max(drift.column("pss_drift")).as_py() if drift.num_rows else None
 
 
 def _notes(rec: Recording, series: RecordingSeries, wins: Windows, ctx: Context) -> list[str]:
